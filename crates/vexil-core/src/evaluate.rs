@@ -1,0 +1,766 @@
+//! The evaluator: a compiled flag set and flagd's resolution semantics.
+//!
+//! [`FlagSet`] is built once from a [`FlagDocument`] (every rule compiled, variant values
+//! shared behind `Arc`s) and then evaluated many times, concurrently, without locks and without
+//! re-parsing. Semantics are flagd's (DESIGN.md §3): reasons STATIC / TARGETING_MATCH / DEFAULT /
+//! DISABLED / ERROR, and a rule that cannot be compiled still loads and answers PARSE_ERROR.
+//!
+//! The evaluation context comes in as a `serde_json::Value`. Transports that carry other shapes
+//! (protobuf `Struct`, OFREP JSON) convert to that at their own boundary.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bumpalo::Bump;
+use datalogic_rs::DataValue;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::model::{FlagDefinition, FlagDocument, FlagState, VariantType};
+use crate::rules::{self, CompiledRule, FractionalVersion, RuleError};
+
+/// Why a resolution came out the way it did (OpenFeature / flagd reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reason {
+    /// The flag has no targeting: its default variant was served.
+    Static,
+    /// Targeting chose a variant.
+    TargetingMatch,
+    /// Targeting returned null, or there is no default variant: the default (possibly the
+    /// caller's own) was served.
+    Default,
+    /// The flag is disabled: no value, the caller's default applies.
+    Disabled,
+    /// Evaluation failed; see the error code.
+    Error,
+}
+
+impl Reason {
+    /// The wire spelling (`TARGETING_MATCH`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Static => "STATIC",
+            Reason::TargetingMatch => "TARGETING_MATCH",
+            Reason::Default => "DEFAULT",
+            Reason::Disabled => "DISABLED",
+            Reason::Error => "ERROR",
+        }
+    }
+}
+
+/// OpenFeature error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    /// No flag with that key in the set.
+    FlagNotFound,
+    /// The flag's rule could not be compiled or failed while running.
+    ParseError,
+    /// The value is not of the type the caller asked for.
+    TypeMismatch,
+    /// A rule needed a targeting key the context did not carry.
+    TargetingKeyMissing,
+    /// The context is not a JSON object, or nests too deeply.
+    InvalidContext,
+    /// Anything else, e.g. targeting named a variant that does not exist.
+    General,
+}
+
+impl ErrorCode {
+    /// The wire spelling (`FLAG_NOT_FOUND`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
+            ErrorCode::ParseError => "PARSE_ERROR",
+            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
+            ErrorCode::TargetingKeyMissing => "TARGETING_KEY_MISSING",
+            ErrorCode::InvalidContext => "INVALID_CONTEXT",
+            ErrorCode::General => "GENERAL",
+        }
+    }
+}
+
+/// The type a caller expects, for typed resolution (`ResolveBoolean`, `getIntegerValue`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueKind {
+    /// A boolean.
+    Boolean,
+    /// A string.
+    String,
+    /// A number with no fractional part that fits an `i64`.
+    Integer,
+    /// Any number.
+    Float,
+    /// A JSON object.
+    Object,
+}
+
+impl ValueKind {
+    fn accepts(self, value: &Value) -> bool {
+        match self {
+            ValueKind::Boolean => value.is_boolean(),
+            ValueKind::String => value.is_string(),
+            // flagd (Go) truncates a float to an int here. A silently truncated 0.5 is a bug in
+            // the caller's hands, so Vexil answers TYPE_MISMATCH for non-integral numbers.
+            ValueKind::Integer => {
+                value.is_i64()
+                    || value
+                        .as_f64()
+                        .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15)
+            }
+            ValueKind::Float => value.is_number(),
+            ValueKind::Object => value.is_object(),
+        }
+    }
+}
+
+/// The outcome of evaluating one flag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resolution {
+    /// The value served; `None` means "use the caller's default" (DISABLED, a missing default
+    /// variant, or an error).
+    pub value: Option<Arc<Value>>,
+    /// The variant served, when one was.
+    pub variant: Option<Arc<str>>,
+    /// Why.
+    pub reason: Reason,
+    /// Set exactly when `reason` is [`Reason::Error`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<ErrorCode>,
+    /// A human explanation for errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Flag-set metadata overlaid with the flag's own.
+    pub metadata: Arc<Map<String, Value>>,
+}
+
+impl Resolution {
+    fn error(code: ErrorCode, message: String, metadata: Arc<Map<String, Value>>) -> Self {
+        Self {
+            value: None,
+            variant: None,
+            reason: Reason::Error,
+            error_code: Some(code),
+            error_message: Some(message),
+            metadata,
+        }
+    }
+
+    /// Applies a typed request: a served value of another type becomes TYPE_MISMATCH.
+    #[must_use]
+    pub fn expect(self, kind: ValueKind) -> Self {
+        match &self.value {
+            Some(v) if !kind.accepts(v) => {
+                let message = format!(
+                    "flag value is {}, not the {kind:?} the caller asked for",
+                    VariantType::of(v).map_or("null", VariantType::as_str)
+                );
+                Resolution::error(ErrorCode::TypeMismatch, message, self.metadata)
+            }
+            _ => self,
+        }
+    }
+}
+
+/// How to build a [`FlagSet`].
+#[derive(Debug, Clone, Default)]
+pub struct FlagSetOptions {
+    /// The fractional bucketing algorithm.
+    pub fractional: FractionalVersion,
+    /// Context merged under every request's context; the request's keys win (flagd's
+    /// `--context-value`, Vexil's namespace `evaluationContext`).
+    pub static_context: Map<String, Value>,
+}
+
+/// A flag's targeting as compiled.
+#[derive(Debug, Clone)]
+enum Targeting {
+    None,
+    Rule(CompiledRule),
+    /// Kept so the flag loads; evaluation answers PARSE_ERROR with this message.
+    Broken(RuleError),
+}
+
+#[derive(Debug, Clone)]
+struct CompiledFlag {
+    state: FlagState,
+    variants: HashMap<Box<str>, (Arc<str>, Arc<Value>)>,
+    default: Option<(Arc<str>, Arc<Value>)>,
+    targeting: Targeting,
+    metadata: Arc<Map<String, Value>>,
+}
+
+/// A compiled, immutable set of flags: what a namespace snapshot holds. `Send + Sync`; share it
+/// behind an `Arc` and evaluate from any number of threads.
+#[derive(Debug, Clone)]
+pub struct FlagSet {
+    flags: HashMap<Box<str>, CompiledFlag>,
+    keys: Vec<Arc<str>>,
+    metadata: Arc<Map<String, Value>>,
+    static_context: Map<String, Value>,
+}
+
+/// One line of [`FlagSet::explain`]: what the rule looked like and what it returned.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explanation {
+    /// The resolution, as [`FlagSet::evaluate_at`] gives it.
+    pub resolution: Resolution,
+    /// The rule as evaluated (`$ref`s expanded), when the flag has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Value>,
+    /// What the rule returned before it was mapped to a variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule_result: Option<Value>,
+    /// The context the rule saw, with `$flagd` and the static context merged in.
+    pub context: Value,
+    /// Which step decided the result, in words.
+    pub decision: String,
+}
+
+thread_local! {
+    /// One arena per thread, reset after each evaluation: evaluations allocate nothing on the
+    /// heap once the arena has grown to its working size.
+    static ARENA: RefCell<Bump> = RefCell::new(Bump::with_capacity(4096));
+}
+
+/// Deepest context nesting accepted, matching serde_json's own parse limit.
+const MAX_CONTEXT_DEPTH: usize = 128;
+
+impl FlagSet {
+    /// Compiles a document. Never fails: a flag whose rule does not compile answers
+    /// PARSE_ERROR when evaluated, as flagd does.
+    pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
+        let set_meta = Arc::new(doc.metadata.clone());
+        let mut flags = HashMap::with_capacity(doc.flags.len());
+        let mut keys = Vec::with_capacity(doc.flags.len());
+        for (key, def) in &doc.flags {
+            flags.insert(
+                key.as_str().into(),
+                compile_flag(def, &doc.metadata, &doc.evaluators, options.fractional),
+            );
+            keys.push(Arc::from(key.as_str()));
+        }
+        Self {
+            flags,
+            keys,
+            metadata: set_meta,
+            static_context: options.static_context.clone(),
+        }
+    }
+
+    /// Number of flags.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the set holds no flags.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Flag keys in sorted order.
+    pub fn keys(&self) -> &[Arc<str>] {
+        &self.keys
+    }
+
+    /// Flag-set metadata.
+    pub fn metadata(&self) -> &Arc<Map<String, Value>> {
+        &self.metadata
+    }
+
+    /// Evaluates one flag now. See [`FlagSet::evaluate_at`].
+    pub fn evaluate(&self, key: &str, context: &Value) -> Resolution {
+        self.evaluate_at(key, context, now_unix())
+    }
+
+    /// Evaluates one flag with `$flagd.timestamp` = `now_unix`.
+    ///
+    /// Never panics. A missing flag is FLAG_NOT_FOUND; a context that is neither an object nor
+    /// null is INVALID_CONTEXT; a rule error is PARSE_ERROR; a rule naming an unknown variant is
+    /// GENERAL. Deterministic for a given (set, key, context, timestamp).
+    pub fn evaluate_at(&self, key: &str, context: &Value, now_unix: i64) -> Resolution {
+        let Some(flag) = self.flags.get(key) else {
+            return Resolution::error(
+                ErrorCode::FlagNotFound,
+                format!("flag \"{key}\" was not found"),
+                self.metadata.clone(),
+            );
+        };
+        let ctx = match context_entries(context) {
+            Ok(c) => c,
+            Err(e) => {
+                return Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone());
+            }
+        };
+        ARENA.with(|arena| {
+            let mut arena = arena.borrow_mut();
+            let r = self.resolve(key, flag, ctx, now_unix, &arena, None);
+            arena.reset();
+            r
+        })
+    }
+
+    /// Evaluates every flag in key order, converting the context once.
+    ///
+    /// Disabled flags are included with reason DISABLED. An invalid context makes every entry
+    /// INVALID_CONTEXT.
+    pub fn evaluate_all(&self, context: &Value) -> Vec<(Arc<str>, Resolution)> {
+        self.evaluate_all_at(context, now_unix())
+    }
+
+    /// [`FlagSet::evaluate_all`] at a given timestamp.
+    pub fn evaluate_all_at(&self, context: &Value, now_unix: i64) -> Vec<(Arc<str>, Resolution)> {
+        let ctx = context_entries(context);
+        ARENA.with(|arena| {
+            let mut arena = arena.borrow_mut();
+            let out = self
+                .keys
+                .iter()
+                .filter_map(|key| {
+                    let flag = self.flags.get(&**key)?;
+                    let r = match ctx {
+                        Ok(c) => self.resolve(key, flag, c, now_unix, &arena, None),
+                        Err(ref e) => Resolution::error(
+                            ErrorCode::InvalidContext,
+                            e.clone(),
+                            flag.metadata.clone(),
+                        ),
+                    };
+                    Some((key.clone(), r))
+                })
+                .collect();
+            arena.reset();
+            out
+        })
+    }
+
+    /// Evaluates one flag and says how the result was reached: the expanded rule, what it
+    /// returned, the merged context, and the deciding step.
+    pub fn explain(&self, key: &str, context: &Value, now_unix: i64) -> Explanation {
+        let mut trace = Trace::default();
+        let resolution = match (self.flags.get(key), context_entries(context)) {
+            (None, _) => {
+                trace.decision = "no flag with this key".into();
+                self.evaluate_at(key, context, now_unix)
+            }
+            (Some(flag), Err(e)) => {
+                trace.decision = "the context is not a JSON object".into();
+                Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone())
+            }
+            (Some(flag), Ok(ctx)) => ARENA.with(|arena| {
+                let mut arena = arena.borrow_mut();
+                let r = self.resolve(key, flag, ctx, now_unix, &arena, Some(&mut trace));
+                arena.reset();
+                r
+            }),
+        };
+        Explanation {
+            resolution,
+            rule: trace.rule,
+            rule_result: trace.rule_result,
+            context: trace.context.unwrap_or(Value::Null),
+            decision: trace.decision,
+        }
+    }
+
+    fn resolve(
+        &self,
+        key: &str,
+        flag: &CompiledFlag,
+        ctx: Option<&Map<String, Value>>,
+        now_unix: i64,
+        arena: &Bump,
+        mut trace: Option<&mut Trace>,
+    ) -> Resolution {
+        let served = |(variant, value): &(Arc<str>, Arc<Value>), reason| Resolution {
+            value: Some(value.clone()),
+            variant: Some(variant.clone()),
+            reason,
+            error_code: None,
+            error_message: None,
+            metadata: flag.metadata.clone(),
+        };
+        let fallback = |reason| match &flag.default {
+            Some(d) => served(d, reason),
+            None => Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Default,
+                error_code: None,
+                error_message: None,
+                metadata: flag.metadata.clone(),
+            },
+        };
+        let note = |trace: &mut Option<&mut Trace>, decision: &str| {
+            if let Some(t) = trace.as_deref_mut() {
+                t.decision = decision.to_owned();
+            }
+        };
+
+        if flag.state == FlagState::Disabled {
+            note(&mut trace, "the flag is disabled");
+            return Resolution {
+                value: None,
+                variant: None,
+                reason: Reason::Disabled,
+                error_code: None,
+                error_message: None,
+                metadata: flag.metadata.clone(),
+            };
+        }
+        let rule = match &flag.targeting {
+            Targeting::None => {
+                note(&mut trace, "no targeting: the default variant is served");
+                return fallback(Reason::Static);
+            }
+            Targeting::Broken(e) => {
+                note(&mut trace, "the rule does not compile");
+                return Resolution::error(
+                    ErrorCode::ParseError,
+                    e.to_string(),
+                    flag.metadata.clone(),
+                );
+            }
+            Targeting::Rule(rule) => rule,
+        };
+
+        let data = build_data(arena, key, ctx, &self.static_context, now_unix);
+        if let Some(t) = trace.as_deref_mut() {
+            t.rule = Some((*rule.expanded).clone());
+            t.context = Some(datavalue_to_json(data));
+        }
+        let result = match rules::ENGINE.evaluate(&rule.logic, data, arena) {
+            Ok(r) => r,
+            Err(e) => {
+                note(&mut trace, "the rule failed while running");
+                // Go flagd answers PARSE_ERROR for run-time rule errors (the JS core says
+                // GENERAL); DESIGN.md §3 follows Go.
+                return Resolution::error(
+                    ErrorCode::ParseError,
+                    format!("targeting rule failed: {e}"),
+                    flag.metadata.clone(),
+                );
+            }
+        };
+        if let Some(t) = trace.as_deref_mut() {
+            t.rule_result = Some(datavalue_to_json(result));
+        }
+        let name: &str = match result {
+            DataValue::Null => {
+                note(
+                    &mut trace,
+                    "the rule returned null: the default variant is served",
+                );
+                return fallback(Reason::Default);
+            }
+            DataValue::String(s) => s,
+            DataValue::Bool(true) => "true",
+            DataValue::Bool(false) => "false",
+            other => {
+                note(
+                    &mut trace,
+                    "the rule returned something that is not a variant name",
+                );
+                return Resolution::error(
+                    ErrorCode::General,
+                    format!(
+                        "targeting returned {}, which is not a variant name",
+                        datavalue_to_json(other)
+                    ),
+                    flag.metadata.clone(),
+                );
+            }
+        };
+        match flag.variants.get(name) {
+            Some(v) => {
+                note(&mut trace, "the rule chose this variant");
+                served(v, Reason::TargetingMatch)
+            }
+            None => {
+                note(&mut trace, "the rule named a variant that does not exist");
+                Resolution::error(
+                    ErrorCode::General,
+                    format!("targeting returned variant \"{name}\", which the flag does not have"),
+                    flag.metadata.clone(),
+                )
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Trace {
+    rule: Option<Value>,
+    rule_result: Option<Value>,
+    context: Option<Value>,
+    decision: String,
+}
+
+fn compile_flag(
+    def: &FlagDefinition,
+    set_meta: &Map<String, Value>,
+    evaluators: &Map<String, Value>,
+    fractional: FractionalVersion,
+) -> CompiledFlag {
+    let variants: HashMap<Box<str>, (Arc<str>, Arc<Value>)> = def
+        .variants
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().into(),
+                (Arc::from(k.as_str()), Arc::new(v.clone())),
+            )
+        })
+        .collect();
+    let default = def
+        .default_variant
+        .as_deref()
+        .and_then(|d| variants.get(d).cloned());
+    let targeting = if def.has_targeting() {
+        match def.targeting.as_ref() {
+            Some(rule) => match rules::compile(rule, evaluators, fractional) {
+                Ok(r) => Targeting::Rule(r),
+                Err(e) => Targeting::Broken(e),
+            },
+            None => Targeting::None,
+        }
+    } else {
+        Targeting::None
+    };
+    let mut metadata = set_meta.clone();
+    metadata.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    CompiledFlag {
+        state: def.state,
+        variants,
+        default,
+        targeting,
+        metadata: Arc::new(metadata),
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The context as an object, or an INVALID_CONTEXT message. `null` is the empty context.
+fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, String> {
+    match context {
+        Value::Object(m) => {
+            if nesting(context) > MAX_CONTEXT_DEPTH {
+                return Err(format!(
+                    "the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"
+                ));
+            }
+            Ok(Some(m))
+        }
+        Value::Null => Ok(None),
+        other => Err(format!(
+            "the evaluation context must be a JSON object, found {}",
+            crate::validate::type_name(other)
+        )),
+    }
+}
+
+/// Maximum nesting of a value, computed without recursion.
+fn nesting(value: &Value) -> usize {
+    let mut max = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        max = max.max(d);
+        match v {
+            Value::Object(m) if d <= MAX_CONTEXT_DEPTH => {
+                stack.extend(m.values().map(|c| (c, d + 1)))
+            }
+            Value::Array(a) if d <= MAX_CONTEXT_DEPTH => stack.extend(a.iter().map(|c| (c, d + 1))),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Builds the data a rule sees: the request context, the static context under it, and
+/// `$flagd.{flagKey,timestamp}` (which a caller cannot override).
+fn build_data<'a>(
+    arena: &'a Bump,
+    key: &str,
+    ctx: Option<&Map<String, Value>>,
+    static_ctx: &Map<String, Value>,
+    now_unix: i64,
+) -> &'a DataValue<'a> {
+    let len = ctx.map_or(0, Map::len) + static_ctx.len() + 1;
+    let mut entries = bumpalo::collections::Vec::with_capacity_in(len, arena);
+    if let Some(ctx) = ctx {
+        for (k, v) in ctx {
+            if k != "$flagd" {
+                entries.push((arena.alloc_str(k) as &str, to_data(arena, v)));
+            }
+        }
+    }
+    for (k, v) in static_ctx {
+        if k != "$flagd" && !ctx.is_some_and(|c| c.contains_key(k)) {
+            entries.push((arena.alloc_str(k) as &str, to_data(arena, v)));
+        }
+    }
+    let flagd: &[(&str, DataValue<'_>)] = arena.alloc_slice_copy(&[
+        ("flagKey", DataValue::String(arena.alloc_str(key))),
+        ("timestamp", DataValue::from_i64(now_unix)),
+    ]);
+    entries.push(("$flagd", DataValue::Object(flagd)));
+    arena.alloc(DataValue::Object(entries.into_bump_slice()))
+}
+
+/// Copies a JSON value into the arena. Depth is bounded by [`context_entries`].
+fn to_data<'a>(arena: &'a Bump, v: &Value) -> DataValue<'a> {
+    match v {
+        Value::Null => DataValue::Null,
+        Value::Bool(b) => DataValue::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => DataValue::from_i64(i),
+            (None, Some(f)) => DataValue::from_f64(f),
+            (None, None) => DataValue::Null,
+        },
+        Value::String(s) => DataValue::String(arena.alloc_str(s)),
+        Value::Array(items) => {
+            let mut out = bumpalo::collections::Vec::with_capacity_in(items.len(), arena);
+            out.extend(items.iter().map(|i| to_data(arena, i)));
+            DataValue::Array(out.into_bump_slice())
+        }
+        Value::Object(m) => {
+            let mut out = bumpalo::collections::Vec::with_capacity_in(m.len(), arena);
+            out.extend(
+                m.iter()
+                    .map(|(k, i)| (arena.alloc_str(k) as &str, to_data(arena, i))),
+            );
+            DataValue::Object(out.into_bump_slice())
+        }
+    }
+}
+
+/// Converts an engine value back to JSON (for `explain` and messages only).
+fn datavalue_to_json(v: &DataValue<'_>) -> Value {
+    serde_json::from_str(&v.to_string()).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Schema, TargetingPolicy};
+    use serde_json::json;
+
+    fn set(doc: Value) -> FlagSet {
+        let loaded = FlagDocument::from_value(&doc, Schema::Flagd, TargetingPolicy::Warn);
+        let doc = loaded.map(|l| l.document).unwrap_or_default();
+        FlagSet::compile(&doc, &FlagSetOptions::default())
+    }
+
+    #[test]
+    fn static_flag_serves_its_default_with_reason_static() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}),
+        );
+        let r = s.evaluate("f", &json!({}));
+        assert_eq!(r.value.as_deref(), Some(&json!(true)));
+        assert_eq!(r.variant.as_deref(), Some("on"));
+        assert_eq!(r.reason, Reason::Static);
+    }
+
+    #[test]
+    fn a_rule_that_does_not_compile_loads_and_answers_parse_error() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a", "targeting": {"invalid": [1]}}}}),
+        );
+        assert_eq!(s.len(), 1);
+        let r = s.evaluate("f", &json!({}));
+        assert_eq!(
+            (r.reason, r.error_code),
+            (Reason::Error, Some(ErrorCode::ParseError))
+        );
+        assert_eq!(r.value, None);
+    }
+
+    #[test]
+    fn flagd_key_and_timestamp_are_injected_and_cannot_be_spoofed() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"yes": 1, "no": 0}, "defaultVariant": "no",
+            "targeting": {"if": [{"and": [{"==": [{"var": "$flagd.flagKey"}, "f"]}, {"==": [{"var": "$flagd.timestamp"}, 42]}]}, "yes", "no"]}}}}),
+        );
+        let r = s.evaluate_at(
+            "f",
+            &json!({"$flagd": {"flagKey": "x", "timestamp": 1}}),
+            42,
+        );
+        assert_eq!(r.variant.as_deref(), Some("yes"));
+    }
+
+    #[test]
+    fn static_context_sits_under_the_request_context() {
+        let doc = FlagDocument::from_value(
+            &json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+                "targeting": {"if": [{"==": [{"var": "env"}, "prod"]}, "b", null]}}}}),
+            Schema::Flagd,
+            TargetingPolicy::Reject,
+        )
+        .map(|l| l.document)
+        .unwrap_or_default();
+        let mut opts = FlagSetOptions::default();
+        opts.static_context.insert("env".into(), json!("prod"));
+        let s = FlagSet::compile(&doc, &opts);
+        assert_eq!(s.evaluate("f", &json!({})).variant.as_deref(), Some("b"));
+        assert_eq!(
+            s.evaluate("f", &json!({"env": "dev"})).variant.as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn non_object_context_is_invalid_context() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"}}}),
+        );
+        assert_eq!(
+            s.evaluate("f", &json!([1])).error_code,
+            Some(ErrorCode::InvalidContext)
+        );
+        assert_eq!(s.evaluate("f", &Value::Null).reason, Reason::Static);
+    }
+
+    #[test]
+    fn typed_resolution_reports_type_mismatch() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": "x"}, "defaultVariant": "a"},
+            "n": {"state": "ENABLED", "variants": {"half": 0.5, "two": 2.0}, "defaultVariant": "half"}}}),
+        );
+        let r = s.evaluate("f", &json!({})).expect(ValueKind::Integer);
+        assert_eq!(r.error_code, Some(ErrorCode::TypeMismatch));
+        assert_eq!(
+            s.evaluate("n", &json!({}))
+                .expect(ValueKind::Integer)
+                .error_code,
+            Some(ErrorCode::TypeMismatch)
+        );
+        assert_eq!(
+            s.evaluate("n", &json!({}))
+                .expect(ValueKind::Float)
+                .error_code,
+            None
+        );
+    }
+
+    #[test]
+    fn explain_names_the_rule_its_result_and_the_decision() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"a": 1, "b": 2}, "defaultVariant": "a",
+            "targeting": {"if": [{"==": [{"var": "tier"}, "gold"]}, "b", null]}}}}),
+        );
+        let e = s.explain("f", &json!({"tier": "gold"}), 7);
+        assert_eq!(e.rule_result, Some(json!("b")));
+        assert_eq!(e.decision, "the rule chose this variant");
+        assert_eq!(e.context["$flagd"]["timestamp"], json!(7));
+    }
+}

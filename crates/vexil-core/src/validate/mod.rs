@@ -1,0 +1,152 @@
+//! Validation of flagd flag documents and targeting rules.
+//!
+//! The rules follow flagd's published JSON schemas (`flags.json`, `flagd.json`, `targeting.json`),
+//! re-expressed as code so that every rejection names the JSON path it concerns and the rule it
+//! broke, in words a person can act on. A JSON-schema engine would tell us *that* a document is
+//! invalid; it would not tell the user that `defaultVariant` names a variant that does not exist.
+
+mod targeting;
+
+pub use targeting::validate_targeting;
+
+use std::fmt;
+
+/// One broken rule, located by a dotted JSON path such as `flags.my-flag.defaultVariant`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Violation {
+    /// Dotted path from the document root; array indices appear as `[3]`.
+    pub path: String,
+    /// What is wrong, phrased as the broken rule.
+    pub message: String,
+}
+
+impl Violation {
+    /// A violation at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Joins a parent path and a child key the way [`Violation::path`] spells it.
+pub(crate) fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Joins a parent path and an array index.
+pub(crate) fn index(parent: &str, i: usize) -> String {
+    format!("{parent}[{i}]")
+}
+
+/// A short JSON rendering of a value for messages, truncated so a huge value cannot flood a
+/// response or a log line.
+pub(crate) fn show(value: &serde_json::Value) -> String {
+    const MAX: usize = 60;
+    let mut s = value.to_string();
+    if s.len() > MAX {
+        let mut cut = MAX;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+/// The JSON type name used in messages, matching JSON-schema vocabulary.
+pub(crate) fn type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// Checks a `metadata` object (flag or flag set): values must be strings, numbers or booleans.
+/// Returns the object when it is one, so the caller can keep it.
+pub(crate) fn metadata<'v>(
+    value: &'v serde_json::Value,
+    path: &str,
+    out: &mut Vec<Violation>,
+) -> Option<&'v serde_json::Map<String, serde_json::Value>> {
+    let Some(map) = value.as_object() else {
+        out.push(Violation::new(
+            path,
+            format!("metadata must be an object, found {}", type_name(value)),
+        ));
+        return None;
+    };
+    let before = out.len();
+    for (k, v) in map {
+        if !matches!(
+            v,
+            serde_json::Value::String(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::Bool(_)
+        ) {
+            out.push(Violation::new(
+                join(path, k),
+                format!(
+                    "metadata values must be string, number or boolean, found {}",
+                    type_name(v)
+                ),
+            ));
+        }
+    }
+    (out.len() == before).then_some(map)
+}
+
+/// Every `{"$ref": name}` inside `rule` must name an evaluator that exists. flagd loads a flag
+/// with a dangling reference and answers PARSE_ERROR, so callers decide whether this is fatal.
+pub(crate) fn check_refs(
+    rule: &serde_json::Value,
+    path: &str,
+    evaluators: &serde_json::Map<String, serde_json::Value>,
+    out: &mut Vec<Violation>,
+) {
+    // Iterative walk: a rule deeper than the stack could hold must not crash the validator.
+    let mut stack = vec![rule];
+    let mut seen = 0usize;
+    while let Some(v) = stack.pop() {
+        seen += 1;
+        if seen > 1_000_000 {
+            out.push(Violation::new(path, "rule is too large"));
+            return;
+        }
+        match v {
+            serde_json::Value::Object(m) => {
+                if let (1, Some(serde_json::Value::String(name))) = (m.len(), m.get("$ref")) {
+                    if !evaluators.contains_key(name) {
+                        out.push(Violation::new(
+                            path,
+                            format!("\"$ref\" names evaluator \"{name}\", which is not defined"),
+                        ));
+                    }
+                }
+                stack.extend(m.values());
+            }
+            serde_json::Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
+    }
+}
