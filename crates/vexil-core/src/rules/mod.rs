@@ -3,9 +3,11 @@
 //! Rules run on datalogic-rs, which ships flagd's `fractional` (bucketing v2), `sem_ver`,
 //! `starts_with` and `ends_with`. Compilation does three things before handing a rule to it:
 //! `$ref`s are replaced by the evaluator they name (flagd's `$evaluators`), the nesting depth is
-//! bounded, and in [`FractionalVersion::V3`] mode `fractional` is renamed to our own v3 operator
-//! (datalogic resolves built-in names before custom ones, so a rename is the only way in).
+//! bounded, and flagd's operators whose datalogic built-ins differ from flagd are renamed to our
+//! own implementations (datalogic resolves built-in names before custom ones, so a rename is the
+//! only way in): `starts_with`, `ends_with`, and `fractional` (v2 or v3 by the set's option).
 
+mod flagd_ops;
 mod fractional_v3;
 
 use std::sync::{Arc, LazyLock};
@@ -30,6 +32,19 @@ pub enum FractionalVersion {
 /// Name under which the v3 operator is registered; `fractional` is rewritten to it.
 const FRACTIONAL_V3_OP: &str = "fractional_v3";
 
+/// The operator a flagd name compiles to under the given fractional version, if renamed.
+fn renamed(op: &str, fractional: FractionalVersion) -> Option<&'static str> {
+    match op {
+        "starts_with" => Some(flagd_ops::STARTS_WITH),
+        "ends_with" => Some(flagd_ops::ENDS_WITH),
+        "fractional" => Some(match fractional {
+            FractionalVersion::V2 => flagd_ops::FRACTIONAL_V2,
+            FractionalVersion::V3 => FRACTIONAL_V3_OP,
+        }),
+        _ => None,
+    }
+}
+
 /// The shared datalogic engine. Building one registers operators and is not free, so all flag
 /// sets share it; it is immutable and `Send + Sync`.
 pub(crate) static ENGINE: LazyLock<datalogic_rs::Engine> = LazyLock::new(|| {
@@ -40,6 +55,9 @@ pub(crate) static ENGINE: LazyLock<datalogic_rs::Engine> = LazyLock::new(|| {
     datalogic_rs::Engine::builder()
         .with_config(config)
         .add_operator(FRACTIONAL_V3_OP, fractional_v3::FractionalV3)
+        .add_operator(flagd_ops::FRACTIONAL_V2, flagd_ops::FractionalV2)
+        .add_operator(flagd_ops::STARTS_WITH, flagd_ops::Affix { suffix: false })
+        .add_operator(flagd_ops::ENDS_WITH, flagd_ops::Affix { suffix: true })
         .build()
 });
 
@@ -47,7 +65,7 @@ static OPERATORS: LazyLock<std::collections::HashSet<&'static str>> =
     LazyLock::new(|| ENGINE.builtin_operator_names().collect());
 
 fn is_operator(name: &str) -> bool {
-    OPERATORS.contains(name) || name == FRACTIONAL_V3_OP
+    OPERATORS.contains(name)
 }
 
 /// Why a rule cannot be compiled. At evaluation time every variant means PARSE_ERROR.
@@ -108,11 +126,7 @@ pub fn compile(
     evaluators: &Map<String, Value>,
     fractional: FractionalVersion,
 ) -> Result<CompiledRule, RuleError> {
-    let mut expanded = expand(rule, evaluators, fractional, &mut Vec::new(), 0)?;
-    if fractional == FractionalVersion::V3 {
-        // Rename after expansion so evaluators are covered too.
-        rename_fractional(&mut expanded, 0)?;
-    }
+    let expanded = expand(rule, evaluators, fractional, &mut Vec::new(), 0)?;
     let logic = ENGINE.compile(&expanded).map_err(|e| RuleError::Invalid {
         message: e.to_string(),
     })?;
@@ -162,10 +176,13 @@ fn expand(
             }
             let mut out = Map::new();
             for (k, v) in map {
-                out.insert(
-                    k.clone(),
-                    expand(v, evaluators, fractional, stack, depth + 1)?,
-                );
+                // Only an operator position (a single-key object) is renamed; a multi-key
+                // object is data, whatever its keys say.
+                let k = match renamed(k, fractional) {
+                    Some(op) if map.len() == 1 => op.to_owned(),
+                    _ => k.clone(),
+                };
+                out.insert(k, expand(v, evaluators, fractional, stack, depth + 1)?);
             }
             Ok(Value::Object(out))
         }
@@ -176,29 +193,6 @@ fn expand(
             .map(Value::Array),
         other => Ok(other.clone()),
     }
-}
-
-fn rename_fractional(rule: &mut Value, depth: usize) -> Result<(), RuleError> {
-    if depth > MAX_RULE_DEPTH {
-        return Err(RuleError::TooDeep);
-    }
-    match rule {
-        Value::Object(map) => {
-            if let Some(args) = map.remove("fractional") {
-                map.insert(FRACTIONAL_V3_OP.to_owned(), args);
-            }
-            for v in map.values_mut() {
-                rename_fractional(v, depth + 1)?;
-            }
-        }
-        Value::Array(items) => {
-            for v in items {
-                rename_fractional(v, depth + 1)?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]
