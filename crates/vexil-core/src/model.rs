@@ -232,18 +232,18 @@ impl FlagDocument {
         };
         let mut doc = FlagDocument::default();
 
-        if let Some(meta) = root.get("metadata") {
-            if let Some(m) = validate::metadata(meta, "metadata", &mut violations) {
-                for key in ["flagSetId", "version"] {
-                    if let Some(v) = m.get(key).filter(|v| !v.is_string()) {
-                        violations.push(Violation::new(
-                            validate::join("metadata", key),
-                            format!("must be a string, found {}", validate::type_name(v)),
-                        ));
-                    }
+        if let Some(meta) = root.get("metadata")
+            && let Some(m) = validate::metadata(meta, "metadata", &mut violations)
+        {
+            for key in ["flagSetId", "version"] {
+                if let Some(v) = m.get(key).filter(|v| !v.is_string()) {
+                    violations.push(Violation::new(
+                        validate::join("metadata", key),
+                        format!("must be a string, found {}", validate::type_name(v)),
+                    ));
                 }
-                doc.metadata = m.clone();
             }
+            doc.metadata = m.clone();
         }
 
         if let Some(evals) = root.get("$evaluators") {

@@ -165,14 +165,13 @@ fn expand(
             }
             // datalogic defers unknown operators to evaluation time (as custom-operator calls);
             // flagd rejects them when the rule is loaded, and so do we.
-            if map.len() == 1 {
-                if let Some(op) = map.keys().next() {
-                    if !is_operator(op) {
-                        return Err(RuleError::Invalid {
-                            message: format!("unknown operator \"{op}\""),
-                        });
-                    }
-                }
+            if map.len() == 1
+                && let Some(op) = map.keys().next()
+                && !is_operator(op)
+            {
+                return Err(RuleError::Invalid {
+                    message: format!("unknown operator \"{op}\""),
+                });
             }
             let mut out = Map::new();
             for (k, v) in map {

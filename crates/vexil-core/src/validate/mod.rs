@@ -135,13 +135,13 @@ pub(crate) fn check_refs(
         }
         match v {
             serde_json::Value::Object(m) => {
-                if let (1, Some(serde_json::Value::String(name))) = (m.len(), m.get("$ref")) {
-                    if !evaluators.contains_key(name) {
-                        out.push(Violation::new(
-                            path,
-                            format!("\"$ref\" names evaluator \"{name}\", which is not defined"),
-                        ));
-                    }
+                if let (1, Some(serde_json::Value::String(name))) = (m.len(), m.get("$ref"))
+                    && !evaluators.contains_key(name)
+                {
+                    out.push(Violation::new(
+                        path,
+                        format!("\"$ref\" names evaluator \"{name}\", which is not defined"),
+                    ));
                 }
                 stack.extend(m.values());
             }
