@@ -501,12 +501,9 @@ fn typed(ty: FlagType, s: &str) -> Result<Value, String> {
     })
 }
 
-/// A context value. Strings may carry JSON `\u` escapes (`A\u0000B`), which the testbed's own
-/// runners decode; everything else is read as [`typed`].
+/// A context value. Cells are literal text: Gherkin's only escapes are `\|`, `\\` and `\n`, so
+/// `A\u0000B` is six characters, as the testbed's own runners read it.
 fn context_value(ty: FlagType, s: &str) -> Result<Value, String> {
-    if ty == FlagType::String && s.contains("\\u") {
-        return serde_json::from_str(&format!("\"{s}\"")).map_err(|e| format!("{s:?}: {e}"));
-    }
     typed(ty, s)
 }
 

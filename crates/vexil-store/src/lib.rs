@@ -1,0 +1,315 @@
+//! `vexil-store` owns persistence: the storage traits, in domain terms and split by capability,
+//! and their backends (SQLite today; PostgreSQL and etcd implement the same traits and pass the
+//! same conformance suite). It owns migrations and change feeds.
+//!
+//! It must not depend on any transport (axum, tonic) or on the service layer. Driver errors
+//! never leave this crate: every backend maps them to [`StoreError`].
+//!
+//! Writes go through one primitive, [`FlagStore::commit`]: a batch of compare-and-set writes
+//! plus the audit events that describe them, applied atomically under a new [`Revision`]. CRUD,
+//! import and kill switches are all batches, so "a change and its audit record commit together
+//! or not at all" holds by construction.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use vexil_core::domain::{
+    AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment,
+};
+
+/// A store failure, in domain terms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The resource does not exist.
+    #[error("{} {namespace}/{key} not found", kind.as_str())]
+    NotFound {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace (for namespaces, the key again).
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// A create found the resource already there.
+    #[error("{} {namespace}/{key} already exists", kind.as_str())]
+    AlreadyExists {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// A compare-and-set write found another version: someone else wrote first.
+    #[error("{} {namespace}/{key} is at version {actual}, not {expected}", kind.as_str())]
+    VersionMismatch {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The version the writer expected.
+        expected: u64,
+        /// The version stored.
+        actual: u64,
+    },
+    /// The namespace still holds flags or segments and cannot be deleted.
+    #[error("namespace {namespace} is not empty")]
+    NamespaceNotEmpty {
+        /// The namespace.
+        namespace: String,
+    },
+    /// The backend cannot be reached or is overloaded; retrying later may work. Nothing was
+    /// written.
+    #[error("store unavailable: {message}")]
+    Unavailable {
+        /// Operator-facing detail (never shown to API clients).
+        message: String,
+    },
+    /// Anything else: corrupt data, a driver bug. Nothing was written.
+    #[error("store error: {message}")]
+    Internal {
+        /// Operator-facing detail (never shown to API clients).
+        message: String,
+    },
+}
+
+/// The version a write expects to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The resource must not exist (create).
+    Absent,
+    /// The resource must exist at exactly this version (update, delete).
+    Version(u64),
+    /// The resource must exist, at any version.
+    Exists,
+    /// No condition (import's upsert).
+    Any,
+}
+
+/// One write in a batch. Puts carry the full new state; the store sets `version` (previous + 1,
+/// or 1) and keeps `created_*` of an existing resource.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create or replace a namespace.
+    PutNamespace {
+        /// New state.
+        namespace: Namespace,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete an empty namespace.
+    DeleteNamespace {
+        /// Key.
+        key: String,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Create or replace a flag.
+    PutFlag {
+        /// New state.
+        flag: Flag,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete a flag.
+    DeleteFlag {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Create or replace a segment.
+    PutSegment {
+        /// New state.
+        segment: Segment,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete a segment.
+    DeleteSegment {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Condition.
+        expect: Expect,
+    },
+}
+
+/// What a successful commit produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    /// The new revision (all changes of the batch share it).
+    pub revision: Revision,
+    /// The stored state after each write, in batch order (`None` for deletes).
+    pub results: Vec<Option<Value>>,
+    /// The audit events as stored (with `seq`, `prev_hash`, `hash`).
+    pub audit: Vec<AuditEvent>,
+}
+
+/// List filters for flags.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlagQuery {
+    /// Only flags carrying this tag.
+    pub tag: Option<String>,
+    /// Case-insensitive substring of key, name or description.
+    pub text: Option<String>,
+    /// Page size (the store caps it at 1000; 0 means 100).
+    pub limit: usize,
+    /// Resume after this key (exclusive), as returned in [`Page::next_cursor`].
+    pub cursor: Option<String>,
+}
+
+/// One page of a keyed listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// Items in key order.
+    pub items: Vec<T>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A consistent view of one namespace, as the snapshot cache loads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceState {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// All its flags.
+    pub flags: Vec<Flag>,
+    /// All its segments.
+    pub segments: Vec<Segment>,
+    /// The store revision this view is at.
+    pub revision: Revision,
+}
+
+/// Audit-log filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this namespace.
+    pub namespace: Option<String>,
+    /// Only this resource kind.
+    pub kind: Option<ResourceKind>,
+    /// Only this key.
+    pub key: Option<String>,
+    /// Only events with `seq` greater than this.
+    pub after_seq: Option<u64>,
+    /// Maximum events (0 means 100; capped at 1000).
+    pub limit: usize,
+}
+
+/// Flag state: namespaces, flags and segments, written in atomic batches.
+#[async_trait]
+pub trait FlagStore: Send + Sync + 'static {
+    /// Applies `writes` and appends `audit` atomically under one new revision.
+    ///
+    /// All-or-nothing: on any error nothing is written and no revision is consumed (callers must
+    /// not rely on revisions being gap-free). Writes apply in order, so a batch may create a
+    /// namespace and then flags in it. A failed condition is [`StoreError::VersionMismatch`],
+    /// [`StoreError::AlreadyExists`] or [`StoreError::NotFound`]; flags and segments in an
+    /// unknown namespace are `NotFound` for the namespace. An empty batch is a no-op that
+    /// returns the current revision and consumes none.
+    ///
+    /// # Errors
+    /// As above, plus [`StoreError::Unavailable`] / [`StoreError::Internal`].
+    async fn commit(&self, writes: Vec<Write>, audit: Vec<AuditEvent>)
+    -> Result<Committed, StoreError>;
+
+    /// All namespaces, in key order.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn list_namespaces(&self) -> Result<Vec<Namespace>, StoreError>;
+
+    /// One namespace.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], Unavailable / Internal.
+    async fn get_namespace(&self, key: &str) -> Result<Namespace, StoreError>;
+
+    /// One flag.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (for the flag, or the namespace), Unavailable / Internal.
+    async fn get_flag(&self, namespace: &str, key: &str) -> Result<Flag, StoreError>;
+
+    /// A page of flags in key order, filtered.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
+    async fn list_flags(&self, namespace: &str, query: &FlagQuery)
+    -> Result<Page<Flag>, StoreError>;
+
+    /// One segment.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], Unavailable / Internal.
+    async fn get_segment(&self, namespace: &str, key: &str) -> Result<Segment, StoreError>;
+
+    /// All segments of a namespace in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
+    async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError>;
+
+    /// Everything in a namespace at one revision (a single read transaction).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
+    async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError>;
+}
+
+/// The ordered change log that replicas and watchers follow.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// The latest committed revision (0 for an empty store).
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn current_revision(&self) -> Result<Revision, StoreError>;
+
+    /// Changes with revision strictly greater than `after`, in revision order, at most `limit`
+    /// of them (a commit's changes are never split across calls). Deterministic and repeatable:
+    /// a consumer resumes by passing the last revision it applied.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn changes_since(&self, after: Revision, limit: usize)
+    -> Result<Vec<Change>, StoreError>;
+
+    /// A receiver that observes the latest committed revision. It may skip values (it is a
+    /// hint to call [`ChangeFeed::changes_since`]), but after a commit returns, the receiver
+    /// eventually shows a revision at least that high.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<Revision>;
+}
+
+/// The audit log (appends happen inside [`FlagStore::commit`]).
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    /// Events in `seq` order, filtered.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// Computes an audit event's chain hash: SHA-256 over the previous hash and the event's
+/// canonical JSON with `seq`, `prev_hash` and `hash` cleared. Backends call this when they
+/// assign `seq`, so the chain can be verified independently of the store.
+pub fn chain_hash(prev_hash: &str, event: &AuditEvent) -> String {
+    use sha2::{Digest, Sha256};
+    let mut e = event.clone();
+    e.seq = 0;
+    e.prev_hash = String::new();
+    e.hash = String::new();
+    let body = serde_json::to_vec(&e).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(&body);
+    hex::encode(h.finalize())
+}
