@@ -410,6 +410,34 @@ pub fn flag_to_value(flag: &FlagDefinition) -> Value {
     Value::Object(m)
 }
 
+/// Validates one flag's flagd fields (`state`, `variants`, `defaultVariant`, `targeting`,
+/// `metadata`; other keys are ignored) and builds its definition. `$ref`s must name one of
+/// `evaluators`. Paths in violations start at `path`.
+///
+/// # Errors
+/// Every violation found. Under [`TargetingPolicy::Warn`], targeting problems are returned as
+/// warnings beside the definition instead.
+pub fn read_flag_definition(
+    value: &Value,
+    path: &str,
+    evaluators: &Map<String, Value>,
+    policy: TargetingPolicy,
+) -> Result<(FlagDefinition, Vec<Violation>), Vec<Violation>> {
+    let mut violations = Vec::new();
+    let mut warnings = Vec::new();
+    match read_flag(
+        value,
+        path,
+        evaluators,
+        policy,
+        &mut violations,
+        &mut warnings,
+    ) {
+        Some(def) if violations.is_empty() => Ok((def, warnings)),
+        _ => Err(violations),
+    }
+}
+
 /// Validates one flag at `path` and builds its definition. Targeting problems go to `warnings`
 /// under [`TargetingPolicy::Warn`]; everything else is a violation.
 pub(crate) fn read_flag(

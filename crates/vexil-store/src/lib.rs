@@ -14,9 +14,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use vexil_core::domain::{
-    AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment,
-};
+use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
 
 /// A store failure, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -216,8 +214,11 @@ pub trait FlagStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// As above, plus [`StoreError::Unavailable`] / [`StoreError::Internal`].
-    async fn commit(&self, writes: Vec<Write>, audit: Vec<AuditEvent>)
-    -> Result<Committed, StoreError>;
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Committed, StoreError>;
 
     /// All namespaces, in key order.
     ///
@@ -241,8 +242,11 @@ pub trait FlagStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
-    async fn list_flags(&self, namespace: &str, query: &FlagQuery)
-    -> Result<Page<Flag>, StoreError>;
+    async fn list_flags(
+        &self,
+        namespace: &str,
+        query: &FlagQuery,
+    ) -> Result<Page<Flag>, StoreError>;
 
     /// One segment.
     ///

@@ -71,7 +71,7 @@ pub(crate) fn show(value: &serde_json::Value) -> String {
 }
 
 /// The JSON type name used in messages, matching JSON-schema vocabulary.
-pub(crate) fn type_name(value: &serde_json::Value) -> &'static str {
+pub fn type_name(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "boolean",

@@ -1,0 +1,129 @@
+//! The service layer's error: what callers may be told, in domain terms. Every transport maps
+//! it exhaustively (HTTP problem+json, gRPC status, OFREP error body).
+
+use vexil_core::Violation;
+use vexil_core::domain::ResourceKind;
+use vexil_store::StoreError;
+
+/// Why a service call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    /// The resource does not exist.
+    #[error("{} {namespace}/{key} not found", kind.as_str())]
+    NotFound {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// A create met an existing resource.
+    #[error("{} {namespace}/{key} already exists", kind.as_str())]
+    AlreadyExists {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// The caller's expected version is stale (HTTP 412 with If-Match).
+    #[error("{} {namespace}/{key} is at version {actual}, not {expected}", kind.as_str())]
+    VersionConflict {
+        /// What kind.
+        kind: ResourceKind,
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// What the caller expected.
+        expected: u64,
+        /// What is stored.
+        actual: u64,
+    },
+    /// The input breaks a rule; each violation names its field.
+    #[error("invalid input: {}", violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// Every broken rule.
+        violations: Vec<Violation>,
+    },
+    /// The request conflicts with current state for a reason other than a version (e.g.
+    /// deleting a namespace that still has flags, a segment still referenced).
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts.
+        message: String,
+    },
+    /// The store cannot be reached; nothing was written. Retry after the given seconds.
+    #[error("service unavailable: the store cannot be reached")]
+    Unavailable {
+        /// Suggested wait.
+        retry_after_secs: u32,
+    },
+    /// A bug or corrupt data. Details were logged, not returned.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ServiceError {
+    /// One violation at `path`.
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            violations: vec![Violation::new(path, message)],
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound {
+                kind,
+                namespace,
+                key,
+            } => ServiceError::NotFound {
+                kind,
+                namespace,
+                key,
+            },
+            StoreError::AlreadyExists {
+                kind,
+                namespace,
+                key,
+            } => ServiceError::AlreadyExists {
+                kind,
+                namespace,
+                key,
+            },
+            StoreError::VersionMismatch {
+                kind,
+                namespace,
+                key,
+                expected,
+                actual,
+            } => ServiceError::VersionConflict {
+                kind,
+                namespace,
+                key,
+                expected,
+                actual,
+            },
+            StoreError::NamespaceNotEmpty { namespace } => ServiceError::Conflict {
+                message: format!(
+                    "namespace {namespace} still holds flags or segments; delete them first"
+                ),
+            },
+            StoreError::Unavailable { message } => {
+                tracing::warn!(%message, "store unavailable");
+                ServiceError::Unavailable {
+                    retry_after_secs: 1,
+                }
+            }
+            StoreError::Internal { message } => {
+                tracing::error!(%message, "store error");
+                ServiceError::Internal
+            }
+        }
+    }
+}

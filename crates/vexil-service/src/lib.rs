@@ -1,0 +1,31 @@
+//! `vexil-service` is the one place Vexil's business rules live: validation beyond syntax,
+//! optimistic concurrency, audit records, import/export, and the per-namespace evaluation
+//! snapshot cache that follows the store's change feed.
+//!
+//! Every transport (REST, OFREP, gRPC, WebSocket) is a thin adapter over this crate. It depends on
+//! the core and on the storage *traits*; it must never depend on a transport (axum, tonic) or
+//! name a particular backend.
+
+mod error;
+mod flags;
+mod principal;
+mod snapshot;
+
+pub use error::ServiceError;
+pub use flags::{
+    DEFAULT_NAMESPACE, EvaluateOutcome, FlagService, ImportDiff, ImportMode, ImportOutcome,
+    ServiceOptions, WriteOptions,
+};
+pub use principal::{Pass, Permission, Principal};
+pub use snapshot::{NamespaceSnapshot, SnapshotCache};
+
+/// The stores a service needs, as trait objects chosen once at start-up.
+pub trait Store:
+    vexil_store::FlagStore + vexil_store::ChangeFeed + vexil_store::AuditStore
+{
+}
+
+impl<T> Store for T where
+    T: vexil_store::FlagStore + vexil_store::ChangeFeed + vexil_store::AuditStore
+{
+}

@@ -1,0 +1,207 @@
+//! The evaluation snapshot cache: per namespace, a compiled [`FlagSet`] at a known revision,
+//! swapped in atomically when the change feed reports a commit. Evaluations read it without
+//! locks and never touch the store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::Map;
+use tokio::sync::watch;
+use vexil_core::domain::{Namespace, Revision};
+use vexil_core::{FlagDefinition, FlagDocument, FlagSet, FlagSetOptions, FractionalVersion};
+use vexil_store::{NamespaceState, StoreError};
+
+use crate::Store;
+
+/// One namespace, compiled.
+#[derive(Debug)]
+pub struct NamespaceSnapshot {
+    /// The namespace record (its evaluation context included).
+    pub namespace: Namespace,
+    /// The compiled flags, segments as `$evaluators`.
+    pub flags: FlagSet,
+    /// The store revision this snapshot reflects.
+    pub revision: Revision,
+}
+
+type Snapshots = HashMap<String, Arc<NamespaceSnapshot>>;
+
+/// All namespaces' snapshots plus the revision applied. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct SnapshotCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: ArcSwap<Snapshots>,
+    applied: watch::Sender<Revision>,
+    fractional: FractionalVersion,
+}
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCache")
+            .field("applied", &*self.inner.applied.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a namespace's snapshot from its stored state.
+fn compile(state: NamespaceState, fractional: FractionalVersion) -> NamespaceSnapshot {
+    let mut doc = FlagDocument::default();
+    for f in state.flags {
+        doc.flags.insert(f.key, f.definition);
+    }
+    for s in state.segments {
+        doc.evaluators.insert(s.key, s.rule);
+    }
+    let options = FlagSetOptions {
+        fractional,
+        static_context: state.namespace.evaluation_context.clone(),
+    };
+    NamespaceSnapshot {
+        flags: FlagSet::compile(&doc, &options),
+        namespace: state.namespace,
+        revision: state.revision,
+    }
+}
+
+/// Builds a one-off snapshot from definitions (import dry runs and the CLI's local evaluation
+/// use it; no store involved).
+pub(crate) fn compile_definitions(
+    flags: impl IntoIterator<Item = (String, FlagDefinition)>,
+    evaluators: Map<String, serde_json::Value>,
+    options: &FlagSetOptions,
+) -> FlagSet {
+    let mut doc = FlagDocument::default();
+    doc.flags.extend(flags);
+    doc.evaluators = evaluators;
+    FlagSet::compile(&doc, options)
+}
+
+impl SnapshotCache {
+    /// Loads every namespace from the store and returns the cache at the store's revision.
+    ///
+    /// # Errors
+    /// Any store error during the initial load.
+    pub async fn load(
+        store: &dyn Store,
+        fractional: FractionalVersion,
+    ) -> Result<Self, StoreError> {
+        // Read the revision first: anything committed after it is re-applied by the follower,
+        // so the cache can only be behind, never miss a change.
+        let revision = store.current_revision().await?;
+        let mut map = Snapshots::new();
+        for ns in store.list_namespaces().await? {
+            let state = store.load_namespace(&ns.key).await?;
+            map.insert(ns.key.clone(), Arc::new(compile(state, fractional)));
+        }
+        let (applied, _) = watch::channel(revision);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                map: ArcSwap::from_pointee(map),
+                applied,
+                fractional,
+            }),
+        })
+    }
+
+    /// The snapshot of one namespace, if it exists.
+    pub fn get(&self, namespace: &str) -> Option<Arc<NamespaceSnapshot>> {
+        self.inner.map.load().get(namespace).cloned()
+    }
+
+    /// Namespaces currently loaded.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.map.load().keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The store revision applied so far.
+    pub fn applied(&self) -> Revision {
+        *self.inner.applied.borrow()
+    }
+
+    /// The bucketing algorithm snapshots are compiled with.
+    pub fn fractional(&self) -> FractionalVersion {
+        self.inner.fractional
+    }
+
+    /// Waits until the cache has applied `revision`, for at most `timeout`. Returns whether it
+    /// did. Writers call this so a client that writes and then evaluates on the same replica
+    /// sees its own write.
+    pub async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.inner.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// A receiver of the applied revision (for watchers and readiness).
+    pub fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.inner.applied.subscribe()
+    }
+
+    /// Applies everything committed after the current revision. Reloads each affected namespace
+    /// whole, which is simple and always consistent; returns the namespaces that changed.
+    ///
+    /// # Errors
+    /// A store error; the cache keeps serving what it had and a later call retries.
+    pub async fn catch_up(&self, store: &dyn Store) -> Result<BTreeSet<String>, StoreError> {
+        let mut touched = BTreeSet::new();
+        loop {
+            let from = self.applied();
+            let changes = store.changes_since(from, 10_000).await?;
+            let Some(last) = changes.last().map(|c| c.revision) else {
+                return Ok(touched);
+            };
+            let affected: BTreeSet<String> = changes.iter().map(|c| c.namespace.clone()).collect();
+            let mut map: Snapshots = (**self.inner.map.load()).clone();
+            for ns in &affected {
+                match store.load_namespace(ns).await {
+                    Ok(state) => {
+                        map.insert(ns.clone(), Arc::new(compile(state, self.inner.fractional)));
+                    }
+                    Err(StoreError::NotFound { .. }) => {
+                        map.remove(ns);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.inner.map.store(Arc::new(map));
+            self.inner.applied.send_replace(last);
+            touched.extend(affected);
+        }
+    }
+
+    /// Follows the store's change feed until `shutdown` resolves: on every commit
+    /// notification (and every `poll` interval, in case a notification was missed) it catches
+    /// up. Store errors are logged and retried on the next tick.
+    pub async fn follow(
+        self,
+        store: Arc<dyn Store>,
+        poll: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut rx = store.subscribe();
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(e) = self.catch_up(&*store).await {
+                tracing::warn!(error = %e, "snapshot catch-up failed; serving the last snapshot");
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The store dropped its sender; fall back to polling.
+                        tokio::time::sleep(poll).await;
+                    }
+                }
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
