@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use bumpalo::Bump;
@@ -187,7 +188,7 @@ enum Targeting {
 #[derive(Debug, Clone)]
 struct CompiledFlag {
     state: FlagState,
-    variants: HashMap<Box<str>, (Arc<str>, Arc<Value>)>,
+    variants: HashMap<Box<str>, (Arc<str>, Arc<Value>), KeyHash>,
     default: Option<(Arc<str>, Arc<Value>)>,
     targeting: Targeting,
     metadata: Arc<Map<String, Value>>,
@@ -197,7 +198,7 @@ struct CompiledFlag {
 /// behind an `Arc` and evaluate from any number of threads.
 #[derive(Debug, Clone)]
 pub struct FlagSet {
-    flags: HashMap<Box<str>, CompiledFlag>,
+    flags: HashMap<Box<str>, CompiledFlag, KeyHash>,
     keys: Vec<Arc<str>>,
     metadata: Arc<Map<String, Value>>,
     static_context: Map<String, Value>,
@@ -235,7 +236,7 @@ impl FlagSet {
     /// PARSE_ERROR when evaluated, as flagd does.
     pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
         let set_meta = Arc::new(doc.metadata.clone());
-        let mut flags = HashMap::with_capacity(doc.flags.len());
+        let mut flags = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash);
         let mut keys = Vec::with_capacity(doc.flags.len());
         for (key, def) in &doc.flags {
             flags.insert(
@@ -273,8 +274,11 @@ impl FlagSet {
     }
 
     /// Evaluates one flag now. See [`FlagSet::evaluate_at`].
+    ///
+    /// The clock is read only when the flag has a rule to run: a static flag never needs
+    /// `$flagd.timestamp`.
     pub fn evaluate(&self, key: &str, context: &Value) -> Resolution {
-        self.evaluate_at(key, context, now_unix())
+        self.evaluate_one(key, context, None)
     }
 
     /// Evaluates one flag with `$flagd.timestamp` = `now_unix`.
@@ -283,6 +287,11 @@ impl FlagSet {
     /// null is INVALID_CONTEXT; a rule error is PARSE_ERROR; a rule naming an unknown variant is
     /// GENERAL. Deterministic for a given (set, key, context, timestamp).
     pub fn evaluate_at(&self, key: &str, context: &Value, now_unix: i64) -> Resolution {
+        self.evaluate_one(key, context, Some(now_unix))
+    }
+
+    /// [`FlagSet::evaluate_at`], reading the clock (`now == None`) only if a rule runs.
+    fn evaluate_one(&self, key: &str, context: &Value, now: Option<i64>) -> Resolution {
         let Some(flag) = self.flags.get(key) else {
             return Resolution::error(
                 ErrorCode::FlagNotFound,
@@ -296,9 +305,17 @@ impl FlagSet {
                 return Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone());
             }
         };
-        ARENA.with(|arena| {
-            let mut arena = arena.borrow_mut();
-            let r = self.resolve(key, flag, ctx, now_unix, &arena, None);
+        let rule = match precheck(flag, None) {
+            Ok(rule) => rule,
+            Err(r) => return r,
+        };
+        ARENA.with(|cell| {
+            let mut arena = cell.borrow_mut();
+            let r = {
+                let base = context_data(&arena, ctx, &self.static_context);
+                let now = now.unwrap_or_else(now_unix);
+                self.run_rule(key, flag, rule, base, now, &arena, None)
+            };
             arena.reset();
             r
         })
@@ -315,24 +332,36 @@ impl FlagSet {
     /// [`FlagSet::evaluate_all`] at a given timestamp.
     pub fn evaluate_all_at(&self, context: &Value, now_unix: i64) -> Vec<(Arc<str>, Resolution)> {
         let ctx = context_entries(context);
-        ARENA.with(|arena| {
-            let mut arena = arena.borrow_mut();
-            let out = self
-                .keys
-                .iter()
-                .filter_map(|key| {
-                    let flag = self.flags.get(&**key)?;
-                    let r = match ctx {
-                        Ok(c) => self.resolve(key, flag, c, now_unix, &arena, None),
-                        Err(ref e) => Resolution::error(
-                            ErrorCode::InvalidContext,
-                            e.clone(),
-                            flag.metadata.clone(),
-                        ),
-                    };
-                    Some((key.clone(), r))
-                })
-                .collect();
+        ARENA.with(|cell| {
+            let mut arena = cell.borrow_mut();
+            let out = {
+                // The context is copied into the arena once; each rule then sees it through a
+                // shallow root object that adds its own `$flagd`.
+                let base = match ctx {
+                    Ok(c) => Ok(context_data(&arena, c, &self.static_context)),
+                    Err(ref e) => Err(e),
+                };
+                self.keys
+                    .iter()
+                    .filter_map(|key| {
+                        let flag = self.flags.get(&**key)?;
+                        let r = match base {
+                            Ok(base) => match precheck(flag, None) {
+                                Ok(rule) => {
+                                    self.run_rule(key, flag, rule, base, now_unix, &arena, None)
+                                }
+                                Err(r) => r,
+                            },
+                            Err(e) => Resolution::error(
+                                ErrorCode::InvalidContext,
+                                e.clone(),
+                                flag.metadata.clone(),
+                            ),
+                        };
+                        Some((key.clone(), r))
+                    })
+                    .collect()
+            };
             arena.reset();
             out
         })
@@ -351,12 +380,18 @@ impl FlagSet {
                 trace.decision = "the context is not a JSON object".into();
                 Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone())
             }
-            (Some(flag), Ok(ctx)) => ARENA.with(|arena| {
-                let mut arena = arena.borrow_mut();
-                let r = self.resolve(key, flag, ctx, now_unix, &arena, Some(&mut trace));
-                arena.reset();
-                r
-            }),
+            (Some(flag), Ok(ctx)) => match precheck(flag, Some(&mut trace)) {
+                Err(r) => r,
+                Ok(rule) => ARENA.with(|cell| {
+                    let mut arena = cell.borrow_mut();
+                    let r = {
+                        let base = context_data(&arena, ctx, &self.static_context);
+                        self.run_rule(key, flag, rule, base, now_unix, &arena, Some(&mut trace))
+                    };
+                    arena.reset();
+                    r
+                }),
+            },
         };
         Explanation {
             resolution,
@@ -367,68 +402,19 @@ impl FlagSet {
         }
     }
 
-    fn resolve(
+    /// Runs a flag's rule on `base` (the converted context) and maps the result to a variant.
+    #[expect(clippy::too_many_arguments, reason = "one private hot-path helper")]
+    fn run_rule<'a>(
         &self,
-        key: &str,
+        key: &'a str,
         flag: &CompiledFlag,
-        ctx: Option<&Map<String, Value>>,
+        rule: &'a CompiledRule,
+        base: &'a [(&'a str, DataValue<'a>)],
         now_unix: i64,
-        arena: &Bump,
+        arena: &'a Bump,
         mut trace: Option<&mut Trace>,
     ) -> Resolution {
-        let served = |(variant, value): &(Arc<str>, Arc<Value>), reason| Resolution {
-            value: Some(value.clone()),
-            variant: Some(variant.clone()),
-            reason,
-            error_code: None,
-            error_message: None,
-            metadata: flag.metadata.clone(),
-        };
-        let fallback = |reason| match &flag.default {
-            Some(d) => served(d, reason),
-            None => Resolution {
-                value: None,
-                variant: None,
-                reason: Reason::Default,
-                error_code: None,
-                error_message: None,
-                metadata: flag.metadata.clone(),
-            },
-        };
-        let note = |trace: &mut Option<&mut Trace>, decision: &str| {
-            if let Some(t) = trace.as_deref_mut() {
-                t.decision = decision.to_owned();
-            }
-        };
-
-        if flag.state == FlagState::Disabled {
-            note(&mut trace, "the flag is disabled");
-            return Resolution {
-                value: None,
-                variant: None,
-                reason: Reason::Disabled,
-                error_code: None,
-                error_message: None,
-                metadata: flag.metadata.clone(),
-            };
-        }
-        let rule = match &flag.targeting {
-            Targeting::None => {
-                note(&mut trace, "no targeting: the default variant is served");
-                return fallback(Reason::Static);
-            }
-            Targeting::Broken(e) => {
-                note(&mut trace, "the rule does not compile");
-                return Resolution::error(
-                    ErrorCode::ParseError,
-                    e.to_string(),
-                    flag.metadata.clone(),
-                );
-            }
-            Targeting::Rule(rule) => rule,
-        };
-
-        let data = build_data(arena, key, ctx, &self.static_context, now_unix);
+        let data = root_data(arena, base, key, now_unix);
         if let Some(t) = trace.as_deref_mut() {
             t.rule = Some((*rule.expanded).clone());
             t.context = Some(datavalue_to_json(data));
@@ -455,7 +441,7 @@ impl FlagSet {
                     &mut trace,
                     "the rule returned null: the default variant is served",
                 );
-                return fallback(Reason::Default);
+                return fallback(flag, Reason::Default);
             }
             DataValue::String(s) => s,
             DataValue::Bool(true) => "true",
@@ -478,7 +464,7 @@ impl FlagSet {
         match flag.variants.get(name) {
             Some(v) => {
                 note(&mut trace, "the rule chose this variant");
-                served(v, Reason::TargetingMatch)
+                served(flag, v, Reason::TargetingMatch)
             }
             None => {
                 note(&mut trace, "the rule named a variant that does not exist");
@@ -489,6 +475,78 @@ impl FlagSet {
                 )
             }
         }
+    }
+}
+
+/// Records the deciding step when tracing.
+fn note(trace: &mut Option<&mut Trace>, decision: &str) {
+    if let Some(t) = trace.as_deref_mut() {
+        t.decision = decision.to_owned();
+    }
+}
+
+/// A variant served with `reason`.
+fn served(
+    flag: &CompiledFlag,
+    (variant, value): &(Arc<str>, Arc<Value>),
+    reason: Reason,
+) -> Resolution {
+    Resolution {
+        value: Some(value.clone()),
+        variant: Some(variant.clone()),
+        reason,
+        error_code: None,
+        error_message: None,
+        metadata: flag.metadata.clone(),
+    }
+}
+
+/// The flag's default variant, or no value when it has none.
+fn fallback(flag: &CompiledFlag, reason: Reason) -> Resolution {
+    match &flag.default {
+        Some(d) => served(flag, d, reason),
+        None => Resolution {
+            value: None,
+            variant: None,
+            reason: Reason::Default,
+            error_code: None,
+            error_message: None,
+            metadata: flag.metadata.clone(),
+        },
+    }
+}
+
+/// Everything decided before a rule runs: DISABLED, STATIC, a rule that does not compile. `Ok`
+/// hands back the rule to run.
+fn precheck<'f>(
+    flag: &'f CompiledFlag,
+    mut trace: Option<&mut Trace>,
+) -> Result<&'f CompiledRule, Resolution> {
+    if flag.state == FlagState::Disabled {
+        note(&mut trace, "the flag is disabled");
+        return Err(Resolution {
+            value: None,
+            variant: None,
+            reason: Reason::Disabled,
+            error_code: None,
+            error_message: None,
+            metadata: flag.metadata.clone(),
+        });
+    }
+    match &flag.targeting {
+        Targeting::None => {
+            note(&mut trace, "no targeting: the default variant is served");
+            Err(fallback(flag, Reason::Static))
+        }
+        Targeting::Broken(e) => {
+            note(&mut trace, "the rule does not compile");
+            Err(Resolution::error(
+                ErrorCode::ParseError,
+                e.to_string(),
+                flag.metadata.clone(),
+            ))
+        }
+        Targeting::Rule(rule) => Ok(rule),
     }
 }
 
@@ -506,7 +564,7 @@ fn compile_flag(
     evaluators: &Map<String, Value>,
     fractional: FractionalVersion,
 ) -> CompiledFlag {
-    let variants: HashMap<Box<str>, (Arc<str>, Arc<Value>)> = def
+    let variants: HashMap<Box<str>, (Arc<str>, Arc<Value>), KeyHash> = def
         .variants
         .iter()
         .map(|(k, v)| {
@@ -552,7 +610,7 @@ fn now_unix() -> i64 {
 fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, String> {
     match context {
         Value::Object(m) => {
-            if nesting(context) > MAX_CONTEXT_DEPTH {
+            if deeper_than(context, MAX_CONTEXT_DEPTH) {
                 return Err(format!(
                     "the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"
                 ));
@@ -567,56 +625,65 @@ fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, Strin
     }
 }
 
-/// Maximum nesting of a value, computed without recursion.
-fn nesting(value: &Value) -> usize {
-    let mut max = 0;
-    let mut stack = vec![(value, 1usize)];
-    while let Some((v, d)) = stack.pop() {
-        max = max.max(d);
-        match v {
-            Value::Object(m) if d <= MAX_CONTEXT_DEPTH => {
-                stack.extend(m.values().map(|c| (c, d + 1)))
-            }
-            Value::Array(a) if d <= MAX_CONTEXT_DEPTH => stack.extend(a.iter().map(|c| (c, d + 1))),
-            _ => {}
-        }
+/// Whether `value` nests more than `limit` levels (a scalar or an empty container is one level,
+/// a container one more than its deepest member). Recurses at most `limit` frames deep and
+/// allocates nothing, so it is safe on hostile input and cheap on the usual flat context.
+fn deeper_than(value: &Value, limit: usize) -> bool {
+    let Some(inner) = limit.checked_sub(1) else {
+        return true;
+    };
+    match value {
+        Value::Object(m) => m.values().any(|c| deeper_than(c, inner)),
+        Value::Array(a) => a.iter().any(|c| deeper_than(c, inner)),
+        _ => false,
     }
-    max
 }
 
-/// Builds the data a rule sees: the request context, the static context under it, and
-/// `$flagd.{flagKey,timestamp}` (which a caller cannot override).
-fn build_data<'a>(
+/// The request context with the static context under it, as engine data, without `$flagd`
+/// (which a caller cannot set). Strings are borrowed, not copied: the context outlives the
+/// arena's use.
+fn context_data<'a>(
     arena: &'a Bump,
-    key: &str,
-    ctx: Option<&Map<String, Value>>,
-    static_ctx: &Map<String, Value>,
-    now_unix: i64,
-) -> &'a DataValue<'a> {
-    let len = ctx.map_or(0, Map::len) + static_ctx.len() + 1;
+    ctx: Option<&'a Map<String, Value>>,
+    static_ctx: &'a Map<String, Value>,
+) -> &'a [(&'a str, DataValue<'a>)] {
+    let len = ctx.map_or(0, Map::len) + static_ctx.len();
     let mut entries = bumpalo::collections::Vec::with_capacity_in(len, arena);
     if let Some(ctx) = ctx {
         for (k, v) in ctx {
             if k != "$flagd" {
-                entries.push((arena.alloc_str(k) as &str, to_data(arena, v)));
+                entries.push((k.as_str(), to_data(arena, v)));
             }
         }
     }
     for (k, v) in static_ctx {
         if k != "$flagd" && !ctx.is_some_and(|c| c.contains_key(k)) {
-            entries.push((arena.alloc_str(k) as &str, to_data(arena, v)));
+            entries.push((k.as_str(), to_data(arena, v)));
         }
     }
+    entries.into_bump_slice()
+}
+
+/// The data a rule sees: `base` (see [`context_data`]) plus `$flagd.{flagKey,timestamp}`.
+fn root_data<'a>(
+    arena: &'a Bump,
+    base: &'a [(&'a str, DataValue<'a>)],
+    key: &'a str,
+    now_unix: i64,
+) -> &'a DataValue<'a> {
     let flagd: &[(&str, DataValue<'_>)] = arena.alloc_slice_copy(&[
-        ("flagKey", DataValue::String(arena.alloc_str(key))),
+        ("flagKey", DataValue::String(key)),
         ("timestamp", DataValue::from_i64(now_unix)),
     ]);
+    let mut entries = bumpalo::collections::Vec::with_capacity_in(base.len() + 1, arena);
+    entries.extend_from_slice(base);
     entries.push(("$flagd", DataValue::Object(flagd)));
     arena.alloc(DataValue::Object(entries.into_bump_slice()))
 }
 
-/// Copies a JSON value into the arena. Depth is bounded by [`context_entries`].
-fn to_data<'a>(arena: &'a Bump, v: &Value) -> DataValue<'a> {
+/// Converts a JSON value to engine data, borrowing its strings. Depth is bounded by
+/// [`context_entries`].
+fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
     match v {
         Value::Null => DataValue::Null,
         Value::Bool(b) => DataValue::Bool(*b),
@@ -625,7 +692,7 @@ fn to_data<'a>(arena: &'a Bump, v: &Value) -> DataValue<'a> {
             (None, Some(f)) => DataValue::from_f64(f),
             (None, None) => DataValue::Null,
         },
-        Value::String(s) => DataValue::String(arena.alloc_str(s)),
+        Value::String(s) => DataValue::String(s),
         Value::Array(items) => {
             let mut out = bumpalo::collections::Vec::with_capacity_in(items.len(), arena);
             out.extend(items.iter().map(|i| to_data(arena, i)));
@@ -633,12 +700,59 @@ fn to_data<'a>(arena: &'a Bump, v: &Value) -> DataValue<'a> {
         }
         Value::Object(m) => {
             let mut out = bumpalo::collections::Vec::with_capacity_in(m.len(), arena);
-            out.extend(
-                m.iter()
-                    .map(|(k, i)| (arena.alloc_str(k) as &str, to_data(arena, i))),
-            );
+            out.extend(m.iter().map(|(k, i)| (k.as_str(), to_data(arena, i))));
             DataValue::Object(out.into_bump_slice())
         }
+    }
+}
+
+/// The hasher of the flag and variant maps: FxHash-style multiply-rotate over 8-byte words
+/// (as `rustc-hash` 2), several times cheaper than SipHash on short keys. Keys are the flag
+/// set's own flag and variant names, so a request cannot fill the maps with colliding keys;
+/// HashDoS resistance buys nothing here.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyHash;
+
+impl BuildHasher for KeyHash {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+    fn add(&mut self, word: u64) {
+        self.0 = self.0.wrapping_add(word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn finish(&self) -> u64 {
+        // The multiply leaves the good bits high; hashbrown indexes with the low ones.
+        self.0.rotate_left(26)
     }
 }
 

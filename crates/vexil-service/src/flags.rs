@@ -1331,6 +1331,32 @@ impl FlagService {
         })
     }
 
+    // ---------------------------------------------------------------- audit
+
+    /// Audit events in `seq` order. Requires `AuditRead` on the queried namespace (or `*`).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list_audit(
+        &self,
+        pass: &Pass<'_>,
+        query: &vexil_store::AuditQuery,
+    ) -> Result<Vec<AuditEvent>, ServiceError> {
+        pass.require(
+            Permission::AuditRead,
+            query.namespace.as_deref().unwrap_or("*"),
+        )?;
+        Ok(self.store.list_audit(query).await?)
+    }
+
+    /// The store's current revision: a liveness probe of the store for readiness.
+    ///
+    /// # Errors
+    /// Unavailable when the store cannot be reached.
+    pub async fn store_revision(&self) -> Result<Revision, ServiceError> {
+        Ok(self.store.current_revision().await?)
+    }
+
     // ---------------------------------------------------------------- evaluation
 
     fn snapshot(&self, ns: &str) -> Result<Arc<NamespaceSnapshot>, ServiceError> {

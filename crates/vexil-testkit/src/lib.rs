@@ -7,4 +7,5 @@
 //! so the same expectations are checked at every layer.
 
 pub mod gherkin;
+pub mod server;
 pub mod testbed;

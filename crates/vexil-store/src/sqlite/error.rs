@@ -24,21 +24,22 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|c| c.parse::<i32>().ok())
-            .is_some_and(|code| {
-                matches!(
-                    code & 0xff,
-                    SQLITE_BUSY
-                        | SQLITE_LOCKED
-                        | SQLITE_NOMEM
-                        | SQLITE_IOERR
-                        | SQLITE_FULL
-                        | SQLITE_CANTOPEN
-                        | SQLITE_PROTOCOL
-                )
-            }),
+        sqlx::Error::Database(db) => {
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|code| {
+                    matches!(
+                        code & 0xff,
+                        SQLITE_BUSY
+                            | SQLITE_LOCKED
+                            | SQLITE_NOMEM
+                            | SQLITE_IOERR
+                            | SQLITE_FULL
+                            | SQLITE_CANTOPEN
+                            | SQLITE_PROTOCOL
+                    )
+                })
+        }
         _ => false,
     };
     if transient {

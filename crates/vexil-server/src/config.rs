@@ -1,0 +1,58 @@
+//! Configuration from environment variables and flags (DESIGN.md §7). Flags win over the
+//! environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable (the default on a terminal).
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Fractional bucketing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fractional {
+    /// flagd's current algorithm (default).
+    V2,
+    /// CBOR-encoded bucketing input (flagd's accepted ADR).
+    V3,
+}
+
+/// `vexil-server` settings.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "vexil-server", version, about = "Vexil feature-flag server")]
+pub struct Config {
+    /// HTTP listen address (REST, OFREP, operations).
+    #[arg(long, env = "VEXIL_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// gRPC listen address (served once the gRPC API lands).
+    #[arg(long, env = "VEXIL_GRPC_ADDR", default_value = "127.0.0.1:9090")]
+    pub grpc_addr: SocketAddr,
+    /// SQLite database file for the embedded store.
+    #[arg(long, env = "VEXIL_DATA", default_value = "./vexil.db")]
+    pub data: PathBuf,
+    /// PostgreSQL URL (selects the postgres mode; not yet available).
+    #[arg(long, env = "DB_URL")]
+    pub db_url: Option<String>,
+    /// etcd endpoints, comma-separated (with DB_URL: the distributed mode; not yet available).
+    #[arg(long, env = "ETCD_ENDPOINTS")]
+    pub etcd_endpoints: Option<String>,
+    /// `json` or `pretty`; defaults to pretty on a terminal, JSON otherwise.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// A flagd file (JSON or YAML) imported into the `default` namespace at start-up (merge).
+    #[arg(long, env = "VEXIL_IMPORT")]
+    pub import: Option<PathBuf>,
+    /// Fractional bucketing algorithm for every namespace.
+    #[arg(long, env = "VEXIL_FRACTIONAL", value_enum, default_value = "v2")]
+    pub fractional: Fractional,
+    /// Seconds to drain in-flight requests after SIGINT/SIGTERM.
+    #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}

@@ -1,0 +1,57 @@
+//! `vexil-server` owns Vexil's transports and process: configuration, telemetry, start-up and
+//! shutdown, and the HTTP adapters (REST admin API, OFREP, operations).
+//!
+//! Handlers are adapters: parse, authorize, call the service, convert. Business rules live in
+//! `vexil-service`; storage is reached only through it. This crate must not use a store type
+//! except to construct the backend at start-up.
+
+pub mod config;
+pub mod http;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use vexil_service::FlagService;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Flags, segments, namespaces, evaluation.
+    pub flags: FlagService,
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting, drains in-flight
+/// requests for at most `grace`, and returns.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve_http(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let deadline = async move {
+        if rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        r = server.into_future() => r,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not drain in time; exiting");
+            Ok(())
+        }
+    }
+}

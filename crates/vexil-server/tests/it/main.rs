@@ -1,0 +1,7 @@
+//! End-to-end tests of the real `vexil-server` binary: spawned on a free port over a fresh
+//! SQLite file, driven over HTTP.
+
+mod fixtures;
+
+mod conformance;
+mod crud;
