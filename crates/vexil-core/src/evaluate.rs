@@ -683,6 +683,10 @@ fn root_data<'a>(
 
 /// Converts a JSON value to engine data, borrowing its strings. Depth is bounded by
 /// [`context_entries`].
+///
+/// Scalars are converted inline at the call site: returning the 24-byte value through memory
+/// from an out-of-line call cost a store-forwarding stall per context attribute.
+#[inline(always)]
 fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
     match v {
         Value::Null => DataValue::Null,
@@ -693,6 +697,14 @@ fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
             (None, None) => DataValue::Null,
         },
         Value::String(s) => DataValue::String(s),
+        Value::Array(_) | Value::Object(_) => container_to_data(arena, v),
+    }
+}
+
+/// [`to_data`] for arrays and objects.
+#[inline(never)]
+fn container_to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
+    match v {
         Value::Array(items) => {
             let mut out = bumpalo::collections::Vec::with_capacity_in(items.len(), arena);
             out.extend(items.iter().map(|i| to_data(arena, i)));
@@ -703,6 +715,7 @@ fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
             out.extend(m.iter().map(|(k, i)| (k.as_str(), to_data(arena, i))));
             DataValue::Object(out.into_bump_slice())
         }
+        _ => to_data(arena, v),
     }
 }
 
