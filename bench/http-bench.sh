@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# HTTP benchmark of vexil-server's OFREP endpoints against an axum hello-world baseline
+# (bench/hello, built from the same workspace). Results: BENCHMARKS.md, "HTTP: OFREP".
+#
+# What it does:
+#   1. installs wrk from Debian when missing;
+#   2. builds vexil-server and vexil-bench-hello in release;
+#   3. starts both on 127.0.0.1 (fresh SQLite file, RUST_LOG=warn, LOG_FORMAT=json) and imports
+#      bench/fixtures/http-flags.json (100 flags) into the default namespace;
+#   4. checks the answers, warms every endpoint up, then runs wrk (-t1 -c64, bounded duration,
+#      --latency, bench/wrk/post.lua for the POST bodies) REPEATS times, alternating
+#      baseline / OFREP single flag / OFREP bulk (100 flags) within each repeat;
+#   5. prints every repeat, then the medians and the ratio to the baseline's median.
+#
+# Nothing is pinned: wrk and the server under test share the machine's cores, so absolute
+# numbers are a floor for the server, and the ratio is the figure to compare across machines.
+#
+# Environment (all optional):
+#   DURATION=15s  WARMUP=5s  REPEATS=3  CONNECTIONS=64  THREADS=1
+#   VEXIL_PORT=18080  HELLO_PORT=18081  OUT_DIR=target/http-bench  SKIP_BUILD=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+DURATION=${DURATION:-15s}
+WARMUP=${WARMUP:-5s}
+REPEATS=${REPEATS:-3}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+VEXIL_PORT=${VEXIL_PORT:-18080}
+HELLO_PORT=${HELLO_PORT:-18081}
+OUT_DIR=${OUT_DIR:-$root/target/http-bench}
+FIXTURE=$root/bench/fixtures/http-flags.json
+LUA=$root/bench/wrk/post.lua
+HOST=127.0.0.1
+# The single-flag target evaluates a rule over all five attributes of this context.
+CONTEXT='{"context":{"targetingKey":"user-4711","email":"jane.doe@example.com","tier":"gold","version":"2.4.1","age":37}}'
+SINGLE_FLAG=target-flag
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# --- 1. wrk -----------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (Debian)"
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! timeout 300 $sudo apt-get install -y wrk; then
+    timeout 300 $sudo apt-get update
+    timeout 300 $sudo apt-get install -y wrk
+  fi
+fi
+command -v wrk >/dev/null || die "wrk is not installed"
+
+# --- 2. build ---------------------------------------------------------------------------------
+if [ -z "${SKIP_BUILD:-}" ]; then
+  log "cargo build --release -p vexil-server -p vexil-bench-hello"
+  cargo build --release -p vexil-server -p vexil-bench-hello
+fi
+target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+server_bin=$target_dir/release/vexil-server
+hello_bin=$target_dir/release/vexil-bench-hello
+[ -x "$server_bin" ] && [ -x "$hello_bin" ] || die "release binaries missing; run without SKIP_BUILD"
+
+# --- 3. start ---------------------------------------------------------------------------------
+mkdir -p "$OUT_DIR"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    # Bounded: SIGKILL whatever has not stopped after ~5 s.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+port_free "$VEXIL_PORT" || die "$HOST:$VEXIL_PORT is in use (set VEXIL_PORT)"
+port_free "$HELLO_PORT" || die "$HOST:$HELLO_PORT is in use (set HELLO_PORT)"
+
+# Polls `curl ARGS...` until it succeeds, for at most $1 seconds.
+wait_for() {
+  local secs=$1; shift
+  local deadline=$((SECONDS + secs))
+  until curl -fsS -o /dev/null --max-time 2 "$@" 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+log "starting vexil-server on $HOST:$VEXIL_PORT"
+VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_DATA=$work/vexil.db LOG_FORMAT=json RUST_LOG=warn \
+  "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
+pids+=($!)
+log "starting vexil-bench-hello on $HOST:$HELLO_PORT"
+"$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
+pids+=($!)
+
+wait_for 60 "http://$HOST:$VEXIL_PORT/readyz" || die "vexil-server did not become ready (see $OUT_DIR/vexil-server.log)"
+wait_for 30 -X POST -H 'content-type: application/json' -d '{}' "http://$HOST:$HELLO_PORT/hello" \
+  || die "vexil-bench-hello did not start (see $OUT_DIR/hello.log)"
+
+log "importing $(basename "$FIXTURE")"
+curl -fsS --max-time 30 -X POST -H 'content-type: application/json' --data-binary "@$FIXTURE" \
+  "http://$HOST:$VEXIL_PORT/api/v1/namespaces/default/import" >"$OUT_DIR/import.json" \
+  || die "import failed"
+
+ofrep() { # ofrep PATH → body of POST /ofrep/v1/evaluate/flags[PATH]
+  curl -fsS --max-time 5 -X POST -H 'content-type: application/json' -d "$CONTEXT" \
+    "http://$HOST:$VEXIL_PORT/ofrep/v1/evaluate/flags$1"
+}
+# The snapshot may trail the import by a moment: wait (bounded) for all 100 flags.
+deadline=$((SECONDS + 15))
+until [ "$(ofrep "" 2>/dev/null | jq '.flags | length' 2>/dev/null)" = 100 ]; do
+  [ "$SECONDS" -lt "$deadline" ] || die "bulk evaluation does not return 100 flags"
+  sleep 0.2
+done
+single=$(ofrep "/$SINGLE_FLAG")
+[ "$(jq -r '.reason + " " + .variant' <<<"$single")" = "TARGETING_MATCH gold" ] \
+  || die "unexpected single-flag answer: $single"
+hello=$(curl -fsS --max-time 5 -X POST -H 'content-type: application/json' -d "$CONTEXT" \
+  "http://$HOST:$HELLO_PORT/hello")
+bulk_bytes=$(ofrep "" | wc -c)
+log "single answer (${#single} B): $single"
+log "hello answer (${#hello} B), bulk answer: $bulk_bytes B"
+
+# --- 4. load ----------------------------------------------------------------------------------
+names=(baseline single bulk)
+declare -A url=(
+  [baseline]="http://$HOST:$HELLO_PORT/hello"
+  [single]="http://$HOST:$VEXIL_PORT/ofrep/v1/evaluate/flags/$SINGLE_FLAG"
+  [bulk]="http://$HOST:$VEXIL_PORT/ofrep/v1/evaluate/flags"
+)
+declare -A label=(
+  [baseline]="axum hello-world (baseline)"
+  [single]="OFREP single flag"
+  [bulk]="OFREP bulk (100 flags)"
+)
+
+# run NAME DURATION OUTFILE → prints the WRK_RESULT line. wrk stops itself after DURATION;
+# `timeout` is a backstop.
+run() {
+  local secs=${2%s}
+  timeout $((secs + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --timeout 5s --latency \
+    -s "$LUA" "${url[$1]}" -- "$CONTEXT" >"$3" 2>&1 || die "wrk failed: $(cat "$3")"
+  local line
+  line=$(grep '^WRK_RESULT' "$3") || die "no result from wrk: $(cat "$3")"
+  grep -q 'non2xx=0 errors=0' <<<"$line" || die "$1: failed requests: $line"
+  echo "$line"
+}
+field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+
+log "warm-up: $WARMUP per endpoint"
+for n in "${names[@]}"; do run "$n" "$WARMUP" "$OUT_DIR/warmup-$n.txt" >/dev/null; done
+
+results=$OUT_DIR/results.tsv
+printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\n' >"$results"
+for r in $(seq "$REPEATS"); do
+  for n in "${names[@]}"; do
+    log "repeat $r/$REPEATS: ${label[$n]} ($DURATION, -t$THREADS -c$CONNECTIONS)"
+    line=$(run "$n" "$DURATION" "$OUT_DIR/run$r-$n.txt")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$(field "$line" rps)" "$(field "$line" p50_us)" \
+      "$(field "$line" p99_us)" "$(field "$line" requests)" >>"$results"
+  done
+done
+kill -0 "${pids[0]}" 2>/dev/null || die "vexil-server died during the run (see $OUT_DIR/vexil-server.log)"
+
+# --- 5. report --------------------------------------------------------------------------------
+median() { # median of the column $2 for scenario $1
+  awk -F'\t' -v s="$1" -v c="$2" 'NR > 1 && $2 == s { print $c }' "$results" | sort -g \
+    | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
+
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $REPEATS repeats (alternating), load generator and servers share the cores"
+echo
+echo "All repeats:"
+echo
+echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) |"
+echo "|---:|---|---:|---:|---:|"
+awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f |\n", $1, $2, $3, $4 / 1000, $5 / 1000 }' "$results"
+echo
+echo "Medians:"
+echo
+echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline |"
+echo "|---|---:|---:|---:|---:|"
+base_rps=$(median baseline 3)
+for n in "${names[@]}"; do
+  rps=$(median "$n" 3)
+  printf '| %s | %.0f | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
+    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')"
+done
+echo
+single_ratio=$(awk -v a="$(median single 3)" -v b="$base_rps" 'BEGIN { printf "%.3f", a / b }')
+single_p99=$(median single 5)
+if awk -v r="$single_ratio" -v p="$single_p99" 'BEGIN { exit !(r >= 0.70 && p < 2000) }'; then
+  echo "Target (single flag >= 70% of baseline req/s, p99 < 2 ms): MET"
+else
+  echo "Target (single flag >= 70% of baseline req/s, p99 < 2 ms): MISSED"
+fi
+echo "Raw wrk output: $OUT_DIR"

@@ -1,0 +1,31 @@
+-- wrk script for bench/http-bench.sh: every request is a POST with a JSON body.
+--
+--   wrk ... -s bench/wrk/post.lua http://127.0.0.1:PORT/path -- '<json body>'
+--
+-- The body is the first argument after `--` (empty when absent). At the end one
+-- machine-readable line is printed for the driver script:
+--   WRK_RESULT rps=<req/s> p50_us=<µs> p99_us=<µs> requests=<n> non2xx=<n> errors=<n>
+
+local req
+
+function init(args)
+  -- Built once per thread; request() only hands the same bytes back.
+  req = wrk.format("POST", nil, { ["Content-Type"] = "application/json" }, args[1] or "")
+end
+
+function request()
+  return req
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  local secs = summary.duration / 1e6
+  io.write(string.format(
+    "WRK_RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d errors=%d\n",
+    summary.requests / secs,
+    latency:percentile(50),
+    latency:percentile(99),
+    summary.requests,
+    e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
