@@ -191,6 +191,9 @@ struct CompiledFlag {
     variants: HashMap<Box<str>, (Arc<str>, Arc<Value>), KeyHash>,
     default: Option<(Arc<str>, Arc<Value>)>,
     targeting: Targeting,
+    /// Whether the rule can read `$flagd.timestamp` (see [`reads_clock`]); if not,
+    /// [`FlagSet::evaluate`] does not read the clock for it.
+    reads_clock: bool,
     metadata: Arc<Map<String, Value>>,
 }
 
@@ -291,7 +294,7 @@ impl FlagSet {
     }
 
     /// [`FlagSet::evaluate_at`], reading the clock (`now == None`) only if a rule runs.
-    fn evaluate_one(&self, key: &str, context: &Value, now: Option<i64>) -> Resolution {
+    fn evaluate_one(&self, key: &str, context: &Value, mut now: Option<i64>) -> Resolution {
         let Some(flag) = self.flags.get(key) else {
             return Resolution::error(
                 ErrorCode::FlagNotFound,
@@ -313,7 +316,7 @@ impl FlagSet {
             let mut arena = cell.borrow_mut();
             let r = {
                 let base = context_data(&arena, ctx, &self.static_context);
-                let now = now.unwrap_or_else(now_unix);
+                let now = clock(flag, &mut now);
                 self.run_rule(key, flag, rule, base, now, &arena, None)
             };
             arena.reset();
@@ -326,11 +329,21 @@ impl FlagSet {
     /// Disabled flags are included with reason DISABLED. An invalid context makes every entry
     /// INVALID_CONTEXT.
     pub fn evaluate_all(&self, context: &Value) -> Vec<(Arc<str>, Resolution)> {
-        self.evaluate_all_at(context, now_unix())
+        self.evaluate_all_with(context, None)
     }
 
     /// [`FlagSet::evaluate_all`] at a given timestamp.
     pub fn evaluate_all_at(&self, context: &Value, now_unix: i64) -> Vec<(Arc<str>, Resolution)> {
+        self.evaluate_all_with(context, Some(now_unix))
+    }
+
+    /// [`FlagSet::evaluate_all_at`], reading the clock (`now == None`) at most once, and only
+    /// if a rule needs it.
+    fn evaluate_all_with(
+        &self,
+        context: &Value,
+        mut now: Option<i64>,
+    ) -> Vec<(Arc<str>, Resolution)> {
         let ctx = context_entries(context);
         ARENA.with(|cell| {
             let mut arena = cell.borrow_mut();
@@ -348,7 +361,8 @@ impl FlagSet {
                         let r = match base {
                             Ok(base) => match precheck(flag, None) {
                                 Ok(rule) => {
-                                    self.run_rule(key, flag, rule, base, now_unix, &arena, None)
+                                    let now = clock(flag, &mut now);
+                                    self.run_rule(key, flag, rule, base, now, &arena, None)
                                 }
                                 Err(r) => r,
                             },
@@ -478,6 +492,55 @@ impl FlagSet {
     }
 }
 
+/// The `$flagd.timestamp` to evaluate `flag` with: the given one, else the clock read once (and
+/// cached in `now`) if the rule can see the time, else 0, which the rule cannot observe.
+fn clock(flag: &CompiledFlag, now: &mut Option<i64>) -> i64 {
+    match *now {
+        Some(t) => t,
+        None if flag.reads_clock => *now.get_or_insert_with(now_unix),
+        None => 0,
+    }
+}
+
+/// Whether a rule can observe `$flagd.timestamp`, decided conservatively from its JSON (after
+/// `$ref` expansion), so rules that never look at the time skip `SystemTime::now()`.
+///
+/// A datalogic rule reads its data only through `var`/`val` (`missing`/`missing_some` see only
+/// whether a key exists, and `$flagd.timestamp` always does; the `exists` and datetime operators
+/// are not compiled in), and vexil's own operators read only `targetingKey` and
+/// `$flagd.flagKey`. So the time is out of reach unless a string anywhere in the rule mentions
+/// `timestamp`, or a `var`/`val` path is computed, empty (the whole data), scoped
+/// (`val`'s `[[level], ...]`) or names `$flagd` other than as `$flagd.flagKey`.
+fn reads_clock(rule: &Value) -> bool {
+    fn safe_segment(path: &Value) -> bool {
+        match path {
+            Value::String(s) => !s.is_empty() && (s == "$flagd.flagKey" || !s.contains("$flagd")),
+            Value::Number(_) => true,
+            _ => false,
+        }
+    }
+    fn safe_path(op: &str, arg: &Value) -> bool {
+        match (op, arg) {
+            // `var`: `path` or `[path, default]`; a default is a value, checked by the walk.
+            ("var", Value::Array(items)) => items.first().is_some_and(safe_segment),
+            // `val`: `segment` or `[segment, ...]`.
+            ("val", Value::Array(items)) => !items.is_empty() && items.iter().all(safe_segment),
+            (_, path) => safe_segment(path),
+        }
+    }
+    // Rules that compiled nest at most `MAX_RULE_DEPTH` deep, so this recursion is bounded.
+    match rule {
+        Value::String(s) => s.contains("timestamp"),
+        Value::Array(items) => items.iter().any(reads_clock),
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            k.contains("timestamp")
+                || (matches!(k.as_str(), "var" | "val") && !safe_path(k, v))
+                || reads_clock(v)
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
 /// Records the deciding step when tracing.
 fn note(trace: &mut Option<&mut Trace>, decision: &str) {
     if let Some(t) = trace.as_deref_mut() {
@@ -591,11 +654,16 @@ fn compile_flag(
     };
     let mut metadata = set_meta.clone();
     metadata.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let reads_clock = match &targeting {
+        Targeting::Rule(rule) => reads_clock(&rule.expanded),
+        Targeting::None | Targeting::Broken(_) => false,
+    };
     CompiledFlag {
         state: def.state,
         variants,
         default,
         targeting,
+        reads_clock,
         metadata: Arc::new(metadata),
     }
 }
@@ -876,6 +944,46 @@ mod tests {
                 .expect(ValueKind::Float)
                 .error_code,
             None
+        );
+    }
+
+    #[test]
+    fn only_rules_that_can_see_the_time_read_the_clock() {
+        let reads = |rule: Value| reads_clock(&rule);
+        assert!(!reads(
+            json!({"if": [{"==": [{"var": "tier"}, "gold"]}, "on", "off"]})
+        ));
+        assert!(!reads(
+            json!({"fractional": [{"cat": [{"var": "$flagd.flagKey"}, {"var": "email"}]}, ["a", 1]]})
+        ));
+        assert!(!reads(json!({"var": ["missing", "$flagd"]})));
+        assert!(!reads(json!({"val": ["user", "id"]})));
+        assert!(reads(json!({">": [{"var": "$flagd.timestamp"}, 0]})));
+        assert!(reads(json!({"val": ["$flagd", "timestamp"]})));
+        assert!(reads(json!({"var": "$flagd"})));
+        assert!(reads(json!({"var": ""})));
+        assert!(reads(json!({"var": []})));
+        assert!(reads(json!({"val": [[1], "x"]})));
+        assert!(reads(json!({"var": {"cat": ["$fl", "agd.time", "stamp"]}})));
+        assert!(reads(json!({"var": {"var": "path"}})));
+        assert!(reads(json!({"missing": ["$flagd.timestamp"]})));
+    }
+
+    #[test]
+    fn evaluate_reads_the_clock_for_a_rule_that_uses_it() {
+        let s = set(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"now": 1, "then": 0}, "defaultVariant": "then",
+            "targeting": {"if": [{">": [{"var": "$flagd.timestamp"}, 1_600_000_000]}, "now", "then"]}},
+            "g": {"state": "ENABLED", "variants": {"now": 1, "then": 0}, "defaultVariant": "then",
+            "targeting": {"if": [{">": [{"var": {"cat": ["$flagd.", "time", "stamp"]}}, 1_600_000_000]}, "now", "then"]}}}}),
+        );
+        assert_eq!(s.evaluate("f", &json!({})).variant.as_deref(), Some("now"));
+        assert_eq!(s.evaluate("g", &json!({})).variant.as_deref(), Some("now"));
+        let all = s.evaluate_all(&json!({}));
+        assert!(all.iter().all(|(_, r)| r.variant.as_deref() == Some("now")));
+        assert_eq!(
+            s.evaluate_at("f", &json!({}), 5).variant.as_deref(),
+            Some("then")
         );
     }
 

@@ -4,7 +4,11 @@
 //!
 //! Generated code only: no service logic, no dependency on Vexil's other crates.
 
-#![expect(missing_docs, clippy::allow_attributes, reason = "generated code carries no docs and uses #[allow]")]
+#![expect(
+    missing_docs,
+    clippy::allow_attributes,
+    reason = "generated code carries no docs and uses #[allow]"
+)]
 
 /// flagd's protocols.
 pub mod flagd {

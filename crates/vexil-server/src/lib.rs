@@ -6,6 +6,7 @@
 //! except to construct the backend at start-up.
 
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod telemetry;
 

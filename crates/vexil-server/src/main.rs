@@ -77,12 +77,27 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(file = %path.display(), added = out.diff.added.len(), changed = out.diff.changed.len(), warnings = out.warnings.len(), "imported flags");
     }
 
-    // 4. Servers.
+    // 4. Servers: gRPC first, so both addresses are logged before HTTP reports it listens.
+    let state = Arc::new(AppState { flags });
+    let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", config.grpc_addr))?;
+    tracing::info!(addr = %grpc_listener.local_addr()?, "gRPC listening");
+    let grpc = {
+        let mut rx = stop_rx.clone();
+        let state = state.clone();
+        tokio::spawn(vexil_server::grpc::serve(
+            grpc_listener,
+            state,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, revision = cache.applied(), "HTTP listening");
-    let state = Arc::new(AppState { flags });
     let shutdown = async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested; draining");
@@ -96,6 +111,11 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     follower.abort();
+    match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), grpc).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
+        Err(_) => tracing::warn!("gRPC streams did not drain in time"),
+        Ok(_) => {}
+    }
     tracing::info!("stopped");
     Ok(())
 }

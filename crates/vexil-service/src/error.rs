@@ -9,7 +9,7 @@ use vexil_store::StoreError;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ServiceError {
     /// The resource does not exist.
-    #[error("{} {namespace}/{key} not found", kind.as_str())]
+    #[error("{} not found", resource(kind, namespace, key))]
     NotFound {
         /// What kind.
         kind: ResourceKind,
@@ -19,7 +19,7 @@ pub enum ServiceError {
         key: String,
     },
     /// A create met an existing resource.
-    #[error("{} {namespace}/{key} already exists", kind.as_str())]
+    #[error("{} already exists", resource(kind, namespace, key))]
     AlreadyExists {
         /// What kind.
         kind: ResourceKind,
@@ -29,7 +29,10 @@ pub enum ServiceError {
         key: String,
     },
     /// The caller's expected version is stale (HTTP 412 with If-Match).
-    #[error("{} {namespace}/{key} is at version {actual}, not {expected}", kind.as_str())]
+    #[error(
+        "{} is at version {actual}, not {expected}",
+        resource(kind, namespace, key)
+    )]
     VersionConflict {
         /// What kind.
         kind: ResourceKind,
@@ -64,6 +67,15 @@ pub enum ServiceError {
     /// A bug or corrupt data. Details were logged, not returned.
     #[error("internal error")]
     Internal,
+}
+
+/// Names a resource in messages: `flag prod/checkout`, but `namespace prod`. A namespace's key
+/// is its own namespace, so the `ns/key` form would read `namespace prod/prod`.
+fn resource(kind: &ResourceKind, namespace: &str, key: &str) -> String {
+    match kind {
+        ResourceKind::Namespace => format!("namespace {key}"),
+        other => format!("{} {namespace}/{key}", other.as_str()),
+    }
 }
 
 impl ServiceError {

@@ -1125,6 +1125,33 @@ impl FlagService {
         Ok(doc)
     }
 
+    /// The namespace as an in-process provider needs it (flagd sync): the flagd document, the
+    /// namespace's static context, and the revision. Requires `Evaluate`: in-process providers
+    /// evaluate locally, so reading definitions is part of evaluating.
+    ///
+    /// # Errors
+    /// NotFound, store errors.
+    pub async fn sync_document(
+        &self,
+        pass: &Pass<'_>,
+        ns: &str,
+    ) -> Result<(FlagDocument, Map<String, Value>, Revision), ServiceError> {
+        pass.require(Permission::Evaluate, ns)?;
+        let state = self.store.load_namespace(ns).await?;
+        let mut doc = FlagDocument::default();
+        doc.flags = state
+            .flags
+            .into_iter()
+            .map(|f| (f.key, f.definition))
+            .collect();
+        doc.evaluators = state
+            .segments
+            .into_iter()
+            .map(|s| (s.key, s.rule))
+            .collect();
+        Ok((doc, state.namespace.evaluation_context, state.revision))
+    }
+
     /// Imports a flagd document the way flagd loads one: invalid targeting is stored (and
     /// reported as a warning), the rest of the document must be valid. The whole import is one
     /// atomic commit.
@@ -1347,6 +1374,28 @@ impl FlagService {
             query.namespace.as_deref().unwrap_or("*"),
         )?;
         Ok(self.store.list_audit(query).await?)
+    }
+
+    /// Changes to `ns` committed after `after`, in revision order (at most `limit`, never
+    /// splitting a commit). Requires `FlagRead` or `Evaluate` (evaluation streams announce
+    /// changes too).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn changes_since(
+        &self,
+        pass: &Pass<'_>,
+        ns: &str,
+        after: Revision,
+        limit: usize,
+    ) -> Result<(Vec<vexil_core::domain::Change>, Revision), ServiceError> {
+        pass.require_any(&[Permission::FlagRead, Permission::Evaluate], ns)?;
+        let changes = self.store.changes_since(after, limit).await?;
+        let last = changes.last().map_or(after, |c| c.revision);
+        Ok((
+            changes.into_iter().filter(|c| c.namespace == ns).collect(),
+            last,
+        ))
     }
 
     /// The store's current revision: a liveness probe of the store for readiness.

@@ -85,6 +85,21 @@ impl Pass<'_> {
         self.principal
     }
 
+    /// Fails unless this pass grants one of `permissions` in `namespace`.
+    pub(crate) fn require_any(
+        &self,
+        permissions: &[Permission],
+        namespace: &str,
+    ) -> Result<(), crate::ServiceError> {
+        match permissions.iter().find(|p| **p == self.permission) {
+            Some(p) => self.require(*p, namespace),
+            None => self.require(
+                permissions.first().copied().unwrap_or(Permission::FlagRead),
+                namespace,
+            ),
+        }
+    }
+
     /// Fails unless this pass grants `permission` in `namespace`: a pass for one namespace or
     /// permission cannot be reused for another.
     pub(crate) fn require(

@@ -209,8 +209,10 @@ pub trait FlagStore: Send + Sync + 'static {
     /// not rely on revisions being gap-free). Writes apply in order, so a batch may create a
     /// namespace and then flags in it. A failed condition is [`StoreError::VersionMismatch`],
     /// [`StoreError::AlreadyExists`] or [`StoreError::NotFound`]; flags and segments in an
-    /// unknown namespace are `NotFound` for the namespace. An empty batch is a no-op that
-    /// returns the current revision and consumes none.
+    /// unknown namespace are `NotFound` for the namespace. Deleting a missing resource is
+    /// `NotFound` whatever its condition. An empty batch is a no-op that returns the current
+    /// revision and consumes none; a batch with no writes but some audit events appends them
+    /// without consuming a revision (nothing changed for the feed to carry).
     ///
     /// # Errors
     /// As above, plus [`StoreError::Unavailable`] / [`StoreError::Internal`].
@@ -278,7 +280,9 @@ pub trait ChangeFeed: Send + Sync + 'static {
 
     /// Changes with revision strictly greater than `after`, in revision order, at most `limit`
     /// of them (a commit's changes are never split across calls). Deterministic and repeatable:
-    /// a consumer resumes by passing the last revision it applied.
+    /// a consumer resumes by passing the last revision it applied. `limit` 0 returns nothing; a
+    /// single commit with more than `limit` changes is returned alone and whole, so a consumer
+    /// never stalls.
     ///
     /// # Errors
     /// Unavailable / Internal.

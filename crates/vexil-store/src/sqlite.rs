@@ -3,7 +3,7 @@
 //!
 //! It owns the connection pool and its settings (WAL, `synchronous=NORMAL`, foreign keys, busy
 //! timeout), the embedded migrations in `migrations/sqlite/`, the single-writer discipline of
-//! [`FlagStore::commit`] (see [`write`]), and the in-process change notification behind
+//! [`FlagStore::commit`] (in `sqlite/write.rs`), and the in-process change notification behind
 //! [`ChangeFeed::subscribe`]. Reads are plain queries on the pool; WAL lets them run alongside
 //! the writer without blocking it.
 //!

@@ -16,6 +16,8 @@ pub struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the gRPC listener, when the server logged one.
+    pub grpc: Option<String>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -109,14 +111,19 @@ impl ServerProcess {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut grpc = None;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(addr) = listening_addr(&line) {
+                    if let Some(addr) = listening_addr(&line, "gRPC listening") {
+                        grpc = Some(format!("http://{addr}"));
+                    }
+                    if let Some(addr) = listening_addr(&line, "HTTP listening") {
                         return Self {
                             child,
                             base: format!("http://{addr}"),
+                            grpc,
                             logs,
                         };
                     }
@@ -178,10 +185,10 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The `addr` of the server's "HTTP listening" JSON log line.
-fn listening_addr(line: &str) -> Option<String> {
+/// The `addr` of the server's "<what> listening" JSON log line.
+fn listening_addr(line: &str, message: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
-    if v.get("message")?.as_str()? != "HTTP listening" {
+    if v.get("message")?.as_str()? != message {
         return None;
     }
     v.get("addr")?.as_str().map(str::to_owned)

@@ -13,8 +13,11 @@ use vexil_core::domain::{Flag, Namespace, Segment};
 use vexil_service::{ImportMode, Permission, WriteOptions};
 use vexil_store::FlagQuery;
 
+use utoipa::IntoParams;
+
 use super::extract::{Caller, IfMatch, JsonBody, body_bytes, etag, is_json};
 use super::problem::{ApiError, Problem};
+use super::schema;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -52,8 +55,9 @@ fn namespace_response(n: &Namespace, status: StatusCode) -> Response {
 }
 
 /// Query flags on writes.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct WriteParams {
     /// Store invalid targeting anyway (it answers PARSE_ERROR).
     #[serde(default)]
@@ -92,6 +96,16 @@ where
 
 // ------------------------------------------------------------------ namespaces
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces",
+    tag = "namespaces",
+    summary = "List namespaces",
+    responses(
+        (status = 200, description = "All namespaces, in key order", body = schema::NamespaceList),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn list_namespaces(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -101,6 +115,21 @@ pub async fn list_namespaces(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces",
+    tag = "namespaces",
+    summary = "Create a namespace",
+    request_body = schema::NamespaceInput,
+    responses(
+        (status = 201, description = "Created", body = schema::Namespace, headers(("ETag" = String, description = "The new version, e.g. `\"1\"`"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn create_namespace(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -116,6 +145,18 @@ pub async fn create_namespace(
     Ok(namespace_response(&ns, StatusCode::CREATED))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}",
+    tag = "namespaces",
+    summary = "Read a namespace",
+    params(schema::NamespacePath),
+    responses(
+        (status = 200, description = "The namespace", body = schema::Namespace, headers(("ETag" = String, description = "Its version, e.g. `\"3\"`"))),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn get_namespace(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -126,6 +167,23 @@ pub async fn get_namespace(
     Ok(namespace_response(&n, StatusCode::OK))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{ns}",
+    tag = "namespaces",
+    summary = "Replace a namespace's fields",
+    params(schema::NamespacePath, schema::IfMatchHeader),
+    request_body = schema::NamespaceInput,
+    responses(
+        (status = 200, description = "Updated", body = schema::Namespace, headers(("ETag" = String, description = "The new version"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn put_namespace(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -141,6 +199,21 @@ pub async fn put_namespace(
     Ok(namespace_response(&n, StatusCode::OK))
 }
 
+/// Only an empty namespace can be deleted, and never `default`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{ns}",
+    tag = "namespaces",
+    summary = "Delete an empty namespace",
+    params(schema::NamespacePath, schema::IfMatchHeader),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn delete_namespace(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -155,14 +228,32 @@ pub async fn delete_namespace(
 // ------------------------------------------------------------------ flags
 
 /// `GET …/flags` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only flags carrying this tag.
     tag: Option<String>,
+    /// Case-insensitive substring of key, name or description.
     q: Option<String>,
+    /// Page size: 0 or absent means 100; capped at 1000.
     limit: Option<usize>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/flags",
+    tag = "flags",
+    summary = "List flags",
+    params(schema::NamespacePath, ListParams),
+    responses(
+        (status = 200, description = "One page of flags, in key order", body = schema::FlagPage),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn list_flags(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -180,6 +271,23 @@ pub async fn list_flags(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/flags",
+    tag = "flags",
+    summary = "Create a flag",
+    params(schema::NamespacePath, WriteParams),
+    request_body = schema::FlagInput,
+    responses(
+        (status = 201, description = "Created", body = schema::Flag, headers(("ETag" = String, description = "The new version, e.g. `\"1\"`"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn create_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -192,6 +300,18 @@ pub async fn create_flag(
     Ok(flag_response(&f, StatusCode::CREATED))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/flags/{key}",
+    tag = "flags",
+    summary = "Read a flag",
+    params(schema::KeyPath),
+    responses(
+        (status = 200, description = "The flag", body = schema::Flag, headers(("ETag" = String, description = "Its version, e.g. `\"3\"`"))),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn get_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -202,6 +322,24 @@ pub async fn get_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// The expected version comes from `If-Match`, or else from the body's `version`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{ns}/flags/{key}",
+    tag = "flags",
+    summary = "Replace a flag",
+    params(schema::KeyPath, schema::IfMatchHeader, WriteParams),
+    request_body = schema::FlagInput,
+    responses(
+        (status = 200, description = "Updated", body = schema::Flag, headers(("ETag" = String, description = "The new version"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn put_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -219,6 +357,29 @@ pub async fn put_flag(
 }
 
 /// PATCH takes `application/merge-patch+json` (or plain JSON).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/namespaces/{ns}/flags/{key}",
+    tag = "flags",
+    summary = "Merge-patch a flag",
+    params(schema::KeyPath, schema::IfMatchHeader, WriteParams),
+    request_body(
+        description = "A JSON merge patch (RFC 7386)",
+        content(
+            (schema::FlagPatch = "application/merge-patch+json"),
+            (schema::FlagPatch = "application/json"),
+        )
+    ),
+    responses(
+        (status = 200, description = "Updated", body = schema::Flag, headers(("ETag" = String, description = "The new version"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn patch_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -235,6 +396,19 @@ pub async fn patch_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{ns}/flags/{key}",
+    tag = "flags",
+    summary = "Delete a flag",
+    params(schema::KeyPath, schema::IfMatchHeader),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = schema::NotFound),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn delete_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -246,6 +420,19 @@ pub async fn delete_flag(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Idempotent: enabling an enabled flag changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/flags/{key}/enable",
+    tag = "flags",
+    summary = "Turn the kill switch off (serve the flag)",
+    params(schema::KeyPath),
+    responses(
+        (status = 200, description = "The flag, enabled", body = schema::Flag, headers(("ETag" = String, description = "Its version"))),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn enable_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -259,6 +446,19 @@ pub async fn enable_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// Idempotent. A disabled flag evaluates to DISABLED with no value: callers use their default.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/flags/{key}/disable",
+    tag = "flags",
+    summary = "Turn the kill switch on (stop serving the flag)",
+    params(schema::KeyPath),
+    responses(
+        (status = 200, description = "The flag, disabled", body = schema::Flag, headers(("ETag" = String, description = "Its version"))),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn disable_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -274,6 +474,18 @@ pub async fn disable_flag(
 
 // ------------------------------------------------------------------ segments
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/segments",
+    tag = "segments",
+    summary = "List segments",
+    params(schema::NamespacePath),
+    responses(
+        (status = 200, description = "All segments, in key order", body = schema::SegmentList),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn list_segments(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -284,6 +496,23 @@ pub async fn list_segments(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/segments",
+    tag = "segments",
+    summary = "Create a segment",
+    params(schema::NamespacePath),
+    request_body = schema::SegmentInput,
+    responses(
+        (status = 201, description = "Created", body = schema::Segment, headers(("ETag" = String, description = "The new version, e.g. `\"1\"`"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn create_segment(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -295,6 +524,18 @@ pub async fn create_segment(
     Ok(segment_response(&s, StatusCode::CREATED))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/segments/{key}",
+    tag = "segments",
+    summary = "Read a segment",
+    params(schema::KeyPath),
+    responses(
+        (status = 200, description = "The segment", body = schema::Segment, headers(("ETag" = String, description = "Its version"))),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn get_segment(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -305,6 +546,25 @@ pub async fn get_segment(
     Ok(segment_response(&s, StatusCode::OK))
 }
 
+/// Without `If-Match` a missing segment is created.
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespaces/{ns}/segments/{key}",
+    tag = "segments",
+    summary = "Create or replace a segment",
+    params(schema::KeyPath, schema::IfMatchHeader),
+    request_body = schema::SegmentInput,
+    responses(
+        (status = 200, description = "Stored", body = schema::Segment, headers(("ETag" = String, description = "The new version"))),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn put_segment(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -320,6 +580,21 @@ pub async fn put_segment(
     Ok(segment_response(&s, StatusCode::OK))
 }
 
+/// A segment still referenced by a flag or another segment cannot be deleted (409).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespaces/{ns}/segments/{key}",
+    tag = "segments",
+    summary = "Delete a segment",
+    params(schema::KeyPath, schema::IfMatchHeader),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 412, response = schema::PreconditionFailed),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn delete_segment(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -334,11 +609,31 @@ pub async fn delete_segment(
 // ------------------------------------------------------------------ import / export
 
 /// `GET …/export` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExportParams {
+    /// `json` (the default) or `yaml`.
+    #[param(inline, value_type = Option<schema::ExportFormat>)]
     format: Option<String>,
 }
 
+/// Flags become `flags`, segments `$evaluators`: the file loads in flagd as it is.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/export",
+    tag = "import-export",
+    summary = "Export a namespace as a flagd file",
+    params(schema::NamespacePath, ExportParams),
+    responses(
+        (status = 200, description = "The flagd file", content(
+            (schema::FlagdDocument = "application/json"),
+            (schema::FlagdDocument = "application/yaml"),
+        )),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn export(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -365,14 +660,44 @@ pub async fn export(
 }
 
 /// `POST …/import` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct ImportParams {
+    /// Report what would change without writing anything.
     #[serde(default)]
     dry_run: bool,
+    /// `merge` (the default) keeps flags the file does not mention; `replace` deletes them.
+    #[param(inline, value_type = Option<schema::ImportMode>)]
     mode: Option<String>,
 }
 
+/// The body is the flagd file itself: JSON, or YAML when the content type says `yaml`. It loads
+/// the way flagd loads a file: invalid targeting is stored and reported in `warnings` (those
+/// flags answer PARSE_ERROR); anything else invalid rejects the whole file. One atomic commit.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/import",
+    tag = "import-export",
+    summary = "Import a flagd file",
+    params(schema::NamespacePath, ImportParams),
+    request_body(
+        description = "A flagd file",
+        content(
+            (schema::FlagdDocument = "application/json"),
+            (schema::FlagdDocument = "application/yaml"),
+        )
+    ),
+    responses(
+        (status = 200, description = "What changed (or would change, on a dry run)", body = schema::ImportOutcome),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 409, response = schema::Conflict),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn import(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -417,7 +742,24 @@ pub async fn import(
 
 // ------------------------------------------------------------------ evaluation
 
-/// `POST …/evaluate`.
+/// Native evaluation in a namespace. With `flagKey`, one flag (with `explain: true`, also the
+/// rule as evaluated and why it decided); without it, every flag.
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespaces/{ns}/evaluate",
+    tag = "evaluation",
+    summary = "Evaluate one flag (optionally explained) or all flags",
+    params(schema::NamespacePath),
+    request_body = schema::EvaluateRequest,
+    responses(
+        (status = 200, description = "One evaluation, one explained evaluation, or all flags, following the request", body = schema::EvaluateResponse),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 415, response = schema::UnsupportedMediaType),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn evaluate(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -471,16 +813,35 @@ pub async fn evaluate(
 // ------------------------------------------------------------------ audit
 
 /// `GET /api/v1/audit` query.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
+    /// Only this namespace.
     namespace: Option<String>,
+    /// Only this resource kind.
+    #[param(inline, value_type = Option<schema::ResourceKind>)]
     kind: Option<String>,
+    /// Only this key.
     key: Option<String>,
+    /// Only events with a greater `seq` (the last `seq` of the previous page).
     after_seq: Option<u64>,
+    /// Page size: 0 or absent means 100; capped at 1000.
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    summary = "Query the audit log",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Matching events, in `seq` order", body = schema::AuditPage),
+        (status = 400, response = schema::BadRequest),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
 pub async fn list_audit(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,

@@ -1,10 +1,12 @@
 //! The HTTP side: the REST admin API, OFREP and the operations endpoints on one axum router.
 
 pub mod admin;
+pub mod docs;
 pub mod extract;
 pub mod ofrep;
 pub mod ops;
 pub mod problem;
+pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,71 +14,71 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};
-use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// The full router. Every route of DESIGN.md §4 that exists so far is listed here; the
-/// OpenAPI document is generated from the same handlers.
+/// Every route, with its OpenAPI operation: the one list of routes. Each `routes!` entry
+/// registers the handlers' methods on the path their `#[utoipa::path]` names *and* adds those
+/// operations to the document, so a route cannot be served without being documented. Add routes
+/// here only through `.routes(routes!(...))`, never through `.route(...)`.
+pub fn api() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        // REST admin API (DESIGN.md §4).
+        .routes(routes!(admin::list_namespaces, admin::create_namespace))
+        .routes(routes!(
+            admin::get_namespace,
+            admin::put_namespace,
+            admin::delete_namespace
+        ))
+        .routes(routes!(admin::list_flags, admin::create_flag))
+        .routes(routes!(
+            admin::get_flag,
+            admin::put_flag,
+            admin::patch_flag,
+            admin::delete_flag
+        ))
+        .routes(routes!(admin::enable_flag))
+        .routes(routes!(admin::disable_flag))
+        .routes(routes!(admin::list_segments, admin::create_segment))
+        .routes(routes!(
+            admin::get_segment,
+            admin::put_segment,
+            admin::delete_segment
+        ))
+        .routes(routes!(admin::export))
+        .routes(routes!(admin::import))
+        .routes(routes!(admin::evaluate))
+        .routes(routes!(admin::list_audit))
+        // OFREP.
+        .routes(routes!(ofrep::evaluate_flag))
+        .routes(routes!(ofrep::evaluate_all))
+        // Operations, the document and Swagger UI.
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(docs::openapi_document))
+        .routes(routes!(docs::docs_redirect))
+        .routes(routes!(docs::docs_index))
+        .routes(routes!(docs::docs_file))
+}
+
+/// The OpenAPI document of [`api`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The full router: [`api`] plus the 404/405 fallbacks and the middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
-    let api = Router::new()
-        .route(
-            "/namespaces",
-            get(admin::list_namespaces).post(admin::create_namespace),
-        )
-        .route(
-            "/namespaces/{ns}",
-            get(admin::get_namespace)
-                .put(admin::put_namespace)
-                .delete(admin::delete_namespace),
-        )
-        .route(
-            "/namespaces/{ns}/flags",
-            get(admin::list_flags).post(admin::create_flag),
-        )
-        .route(
-            "/namespaces/{ns}/flags/{key}",
-            get(admin::get_flag)
-                .put(admin::put_flag)
-                .patch(admin::patch_flag)
-                .delete(admin::delete_flag),
-        )
-        .route(
-            "/namespaces/{ns}/flags/{key}/enable",
-            post(admin::enable_flag),
-        )
-        .route(
-            "/namespaces/{ns}/flags/{key}/disable",
-            post(admin::disable_flag),
-        )
-        .route(
-            "/namespaces/{ns}/segments",
-            get(admin::list_segments).post(admin::create_segment),
-        )
-        .route(
-            "/namespaces/{ns}/segments/{key}",
-            get(admin::get_segment)
-                .put(admin::put_segment)
-                .delete(admin::delete_segment),
-        )
-        .route("/namespaces/{ns}/export", get(admin::export))
-        .route("/namespaces/{ns}/import", post(admin::import))
-        .route("/namespaces/{ns}/evaluate", post(admin::evaluate))
-        .route("/audit", get(admin::list_audit));
-    let ofrep = Router::new()
-        .route("/evaluate/flags/{key}", post(ofrep::evaluate_flag))
-        .route("/evaluate/flags", post(ofrep::evaluate_all));
-    Router::new()
-        .nest("/api/v1", api)
-        .nest("/ofrep/v1", ofrep)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

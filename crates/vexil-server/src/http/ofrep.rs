@@ -19,6 +19,7 @@ use vexil_core::{ErrorCode, Resolution};
 use vexil_service::{DEFAULT_NAMESPACE, Permission, ServiceError};
 
 use super::extract::{Caller, body_bytes, is_json};
+use super::schema;
 use crate::AppState;
 
 /// The namespace header.
@@ -109,6 +110,19 @@ async fn read_context(req: Request) -> Result<Value, Response> {
             format!("malformed JSON: {e}"),
         )
     })?;
+    // The request itself must be an object: `Value::get` on `[…]`, `"…"` or `5` is None, which
+    // would silently evaluate a malformed request against the empty context.
+    if !body.is_object() {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            None,
+            "INVALID_CONTEXT",
+            format!(
+                "the request body must be an object {{\"context\": {{…}}}}, found {}",
+                vexil_core::validate::type_name(&body)
+            ),
+        ));
+    }
     match body.get("context") {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(ctx @ Value::Object(_)) => Ok(ctx.clone()),
@@ -155,6 +169,23 @@ fn entry(key: &str, r: &Resolution) -> (StatusCode, Value) {
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags/{key}",
+    tag = "ofrep",
+    operation_id = "evaluateFlag",
+    summary = "Evaluate one flag (OFREP)",
+    params(schema::OfrepKeyPath, schema::NamespaceHeader),
+    request_body = schema::OfrepEvaluationRequest,
+    responses(
+        (status = 200, description = "Evaluated", body = schema::OfrepEvaluationSuccess),
+        (status = 400, description = "The evaluation failed (INVALID_CONTEXT, PARSE_ERROR, TARGETING_KEY_MISSING, GENERAL), or the request is not JSON", body = schema::OfrepEvaluationFailure),
+        (status = 404, description = "FLAG_NOT_FOUND: no such flag, or no such namespace", body = schema::OfrepEvaluationFailure),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, description = "An internal error", body = schema::OfrepGeneralError),
+        (status = 503, description = "The service is unavailable", body = schema::OfrepGeneralError, headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn evaluate_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
@@ -236,6 +267,24 @@ fn matches_etag(headers: &HeaderMap, tag: &str) -> bool {
 }
 
 /// `POST /ofrep/v1/evaluate/flags`.
+#[utoipa::path(
+    post,
+    path = "/ofrep/v1/evaluate/flags",
+    tag = "ofrep",
+    operation_id = "evaluateFlagsBulk",
+    summary = "Evaluate every flag of a namespace (OFREP bulk)",
+    params(schema::NamespaceHeader, schema::IfNoneMatchHeader),
+    request_body = schema::OfrepEvaluationRequest,
+    responses(
+        (status = 200, description = "Every flag, each evaluated or failed", body = schema::OfrepBulkResponse, headers(("ETag" = String, description = "Over (namespace revision, canonical context): send it back as `If-None-Match`."))),
+        (status = 304, description = "Nothing changed since the ETag in `If-None-Match`; no body", headers(("ETag" = String, description = "The current ETag."))),
+        (status = 400, description = "INVALID_CONTEXT: the request is not JSON or the context is not an object", body = schema::OfrepEvaluationFailure),
+        (status = 404, description = "FLAG_NOT_FOUND: no such namespace", body = schema::OfrepEvaluationFailure),
+        (status = 413, response = schema::PayloadTooLarge),
+        (status = 500, description = "An internal error", body = schema::OfrepGeneralError),
+        (status = 503, description = "The service is unavailable", body = schema::OfrepGeneralError, headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))),
+    )
+)]
 pub async fn evaluate_all(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,

@@ -7,12 +7,13 @@ use serde::Serialize;
 use vexil_core::Violation;
 use vexil_service::ServiceError;
 
-/// A problem+json response.
-#[derive(Debug, Clone, Serialize)]
+/// An RFC 9457 problem (`application/problem+json`): every REST error.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Problem {
-    /// A URN naming the problem kind.
+    /// A URN naming the problem kind, e.g. `urn:vexil:problem:version-conflict`.
     #[serde(rename = "type")]
+    #[schema(example = "urn:vexil:problem:not-found")]
     pub kind: String,
     /// Short, stable summary of the kind.
     pub title: &'static str,
@@ -28,7 +29,7 @@ pub struct Problem {
 }
 
 /// One invalid field.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Dotted JSON path of the field (empty for the document itself).
     pub field: String,

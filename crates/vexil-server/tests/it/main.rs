@@ -3,5 +3,9 @@
 
 mod fixtures;
 
+mod bad_input;
 mod conformance;
 mod crud;
+mod grpc;
+mod openapi;
+mod python_client;

@@ -1,0 +1,67 @@
+//! The gRPC side: flagd evaluation v1/v2 and sync v1 (and `vexil.v1`), with gRPC health and
+//! reflection, on one tonic server with bounded message sizes, per-connection concurrency and
+//! HTTP/2 keep-alives.
+
+pub mod convert;
+pub mod flagd;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use vexil_proto::flagd::evaluation::{v1, v2};
+use vexil_proto::flagd::sync::v1 as sync;
+
+use crate::AppState;
+
+/// Largest accepted request message.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// Serves gRPC on `listener` until `shutdown` resolves.
+///
+/// # Errors
+/// A transport error from tonic.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<v2::service_server::ServiceServer<flagd::EvaluationV2>>()
+        .await;
+    health_reporter
+        .set_serving::<v1::service_server::ServiceServer<flagd::EvaluationV1>>()
+        .await;
+    health_reporter
+        .set_serving::<sync::flag_sync_service_server::FlagSyncServiceServer<flagd::Sync>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(vexil_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+
+    let v2 = v2::service_server::ServiceServer::new(flagd::EvaluationV2(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
+    let v1 = v1::service_server::ServiceServer::new(flagd::EvaluationV1(state.clone()))
+        .max_decoding_message_size(MAX_MESSAGE);
+    let sync = sync::flag_sync_service_server::FlagSyncServiceServer::new(flagd::Sync(state))
+        .max_decoding_message_size(MAX_MESSAGE);
+
+    let router = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(Some(256))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health)
+        .add_service(v2)
+        .add_service(v1)
+        .add_service(sync)
+        .add_optional_service(reflection);
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
