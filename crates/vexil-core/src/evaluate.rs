@@ -166,6 +166,9 @@ impl Resolution {
     }
 }
 
+/// Every flag's resolution, in key order, as bulk evaluation returns it.
+pub type Evaluations = Vec<(Arc<str>, Resolution)>;
+
 /// How to build a [`FlagSet`].
 #[derive(Debug, Clone, Default)]
 pub struct FlagSetOptions {
@@ -328,12 +331,12 @@ impl FlagSet {
     ///
     /// Disabled flags are included with reason DISABLED. An invalid context makes every entry
     /// INVALID_CONTEXT.
-    pub fn evaluate_all(&self, context: &Value) -> Vec<(Arc<str>, Resolution)> {
+    pub fn evaluate_all(&self, context: &Value) -> Evaluations {
         self.evaluate_all_with(context, None)
     }
 
     /// [`FlagSet::evaluate_all`] at a given timestamp.
-    pub fn evaluate_all_at(&self, context: &Value, now_unix: i64) -> Vec<(Arc<str>, Resolution)> {
+    pub fn evaluate_all_at(&self, context: &Value, now_unix: i64) -> Evaluations {
         self.evaluate_all_with(context, Some(now_unix))
     }
 

@@ -1111,17 +1111,7 @@ impl FlagService {
     pub async fn export(&self, pass: &Pass<'_>, ns: &str) -> Result<FlagDocument, ServiceError> {
         pass.require(Permission::FlagRead, ns)?;
         let state = self.store.load_namespace(ns).await?;
-        let mut doc = FlagDocument::default();
-        doc.flags = state
-            .flags
-            .into_iter()
-            .map(|f| (f.key, f.definition))
-            .collect();
-        doc.evaluators = state
-            .segments
-            .into_iter()
-            .map(|s| (s.key, s.rule))
-            .collect();
+        let doc = crate::snapshot::document(state.flags, state.segments);
         Ok(doc)
     }
 
@@ -1138,17 +1128,7 @@ impl FlagService {
     ) -> Result<(FlagDocument, Map<String, Value>, Revision), ServiceError> {
         pass.require(Permission::Evaluate, ns)?;
         let state = self.store.load_namespace(ns).await?;
-        let mut doc = FlagDocument::default();
-        doc.flags = state
-            .flags
-            .into_iter()
-            .map(|f| (f.key, f.definition))
-            .collect();
-        doc.evaluators = state
-            .segments
-            .into_iter()
-            .map(|s| (s.key, s.rule))
-            .collect();
+        let doc = crate::snapshot::document(state.flags, state.segments);
         Ok((doc, state.namespace.evaluation_context, state.revision))
     }
 
@@ -1455,7 +1435,7 @@ impl FlagService {
         pass: &Pass<'_>,
         ns: &str,
         context: &Value,
-    ) -> Result<EvaluateOutcome<Vec<(Arc<str>, Resolution)>>, ServiceError> {
+    ) -> Result<EvaluateOutcome<vexil_core::evaluate::Evaluations>, ServiceError> {
         pass.require(Permission::Evaluate, ns)?;
         let snap = self.snapshot(ns)?;
         Ok(EvaluateOutcome {

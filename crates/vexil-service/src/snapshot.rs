@@ -48,15 +48,21 @@ impl std::fmt::Debug for SnapshotCache {
     }
 }
 
+/// Stored flags and segments as a flagd document (segments become `$evaluators`).
+pub(crate) fn document(
+    flags: Vec<vexil_core::domain::Flag>,
+    segments: Vec<vexil_core::domain::Segment>,
+) -> FlagDocument {
+    FlagDocument {
+        flags: flags.into_iter().map(|f| (f.key, f.definition)).collect(),
+        evaluators: segments.into_iter().map(|s| (s.key, s.rule)).collect(),
+        metadata: Map::new(),
+    }
+}
+
 /// Builds a namespace's snapshot from its stored state.
 fn compile(state: NamespaceState, fractional: FractionalVersion) -> NamespaceSnapshot {
-    let mut doc = FlagDocument::default();
-    for f in state.flags {
-        doc.flags.insert(f.key, f.definition);
-    }
-    for s in state.segments {
-        doc.evaluators.insert(s.key, s.rule);
-    }
+    let doc = document(state.flags, state.segments);
     let options = FlagSetOptions {
         fractional,
         static_context: state.namespace.evaluation_context.clone(),

@@ -130,6 +130,7 @@ impl ServerProcess {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     let text = logs.lock().map(|l| l.join("\n")).unwrap_or_default();
                     panic!("the server did not report a listening address within 30 s:\n{text}");
                 }
