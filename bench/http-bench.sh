@@ -17,7 +17,10 @@
 #
 # Environment (all optional):
 #   DURATION=15s  WARMUP=5s  REPEATS=3  CONNECTIONS=64  THREADS=1
-#   VEXIL_PORT=18080  HELLO_PORT=18081  OUT_DIR=target/http-bench  SKIP_BUILD=1
+#   QUIET_WAIT=180 (seconds to wait, before each run, for other processes to go quiet)
+#   VEXIL_PORT, HELLO_PORT (default: the first free ports from 47180)
+#   OUT_DIR=target/http-bench  SKIP_BUILD=1 (reuse the release binaries)
+# DURATION and WARMUP are in seconds, with the `s` suffix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,10 +28,9 @@ root=$(pwd)
 DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-5s}
 REPEATS=${REPEATS:-3}
+QUIET_WAIT=${QUIET_WAIT:-180}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
-VEXIL_PORT=${VEXIL_PORT:-18080}
-HELLO_PORT=${HELLO_PORT:-18081}
 OUT_DIR=${OUT_DIR:-$root/target/http-bench}
 FIXTURE=$root/bench/fixtures/http-flags.json
 LUA=$root/bench/wrk/post.lua
@@ -83,6 +85,15 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+pick_port() { # the first free port of 47180..47199 other than $1
+  local p
+  for p in $(seq 47180 47199); do
+    if [ "$p" != "${1:-}" ] && port_free "$p"; then echo "$p"; return; fi
+  done
+  die "no free port in 47180..47199 (set VEXIL_PORT / HELLO_PORT)"
+}
+VEXIL_PORT=${VEXIL_PORT:-$(pick_port)}
+HELLO_PORT=${HELLO_PORT:-$(pick_port "$VEXIL_PORT")}
 port_free "$VEXIL_PORT" || die "$HOST:$VEXIL_PORT is in use (set VEXIL_PORT)"
 port_free "$HELLO_PORT" || die "$HOST:$HELLO_PORT is in use (set HELLO_PORT)"
 
@@ -99,10 +110,12 @@ wait_for() {
 log "starting vexil-server on $HOST:$VEXIL_PORT"
 VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_DATA=$work/vexil.db LOG_FORMAT=json RUST_LOG=warn \
   "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
-pids+=($!)
+vexil_pid=$!
+pids+=("$vexil_pid")
 log "starting vexil-bench-hello on $HOST:$HELLO_PORT"
 "$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
-pids+=($!)
+hello_pid=$!
+pids+=("$hello_pid")
 
 wait_for 60 "http://$HOST:$VEXIL_PORT/readyz" || die "vexil-server did not become ready (see $OUT_DIR/vexil-server.log)"
 wait_for 30 -X POST -H 'content-type: application/json' -d '{}' "http://$HOST:$HELLO_PORT/hello" \
@@ -145,16 +158,48 @@ declare -A label=(
   [bulk]="OFREP bulk (100 flags)"
 )
 
-# run NAME DURATION OUTFILE → prints the WRK_RESULT line. wrk stops itself after DURATION;
-# `timeout` is a backstop.
+# CPU accounting, to tell how much of the machine the run really had: busy ticks of all cores
+# (/proc/stat), of one process (/proc/PID/stat utime+stime), all in USER_HZ.
+cpu_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+cores=$(nproc)
+
+# Waits (at most QUIET_WAIT seconds) until the rest of the machine uses under 15% of the cores
+# over 2 s (the servers are idle between runs), so runs do not overlap someone's compile burst.
+wait_quiet() {
+  local deadline=$((SECONDS + QUIET_WAIT)) b0 b1
+  while :; do
+    b0=$(cpu_busy); sleep 2; b1=$(cpu_busy)
+    if awk -v d="$((b1 - b0))" -v hz="$hz" -v n="$cores" 'BEGIN { exit !(d / hz / 2 / n < 0.15) }'; then
+      return
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log "  the machine is still busy after ${QUIET_WAIT}s; running anyway (see the CPU column)"
+      return
+    fi
+  done
+}
+
+# run NAME DURATION OUTFILE → prints wrk's WRK_RESULT line plus the CPU shares of the run
+# (server=, wrk=, other=: percent of all cores; other = everything else on the machine).
+# wrk stops itself after DURATION; `timeout` is a backstop.
 run() {
-  local secs=${2%s}
-  timeout $((secs + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$2" --timeout 5s --latency \
-    -s "$LUA" "${url[$1]}" -- "$CONTEXT" >"$3" 2>&1 || die "wrk failed: $(cat "$3")"
+  local secs=${2%s} pid busy0 srv0 t0 timing
+  if [ "$1" = baseline ]; then pid=$hello_pid; else pid=$vexil_pid; fi
+  busy0=$(cpu_busy); srv0=$(proc_cpu "$pid"); t0=$(date +%s.%N)
+  timing=$( { TIMEFORMAT='%3U %3S'; time timeout $((secs + 30)) wrk -t"$THREADS" \
+    -c"$CONNECTIONS" -d"$2" --timeout 5s --latency -s "$LUA" "${url[$1]}" -- "$CONTEXT" \
+    >"$3" 2>&1; } 2>&1 ) || die "wrk failed: $(cat "$3")"
   local line
   line=$(grep '^WRK_RESULT' "$3") || die "no result from wrk: $(cat "$3")"
   grep -q 'non2xx=0 errors=0' <<<"$line" || die "$1: failed requests: $line"
-  echo "$line"
+  awk -v line="$line" -v b0="$busy0" -v b1="$(cpu_busy)" -v s0="$srv0" -v s1="$(proc_cpu "$pid")" \
+    -v t0="$t0" -v t1="$(date +%s.%N)" -v w="$timing" -v hz="$hz" -v n="$cores" 'BEGIN {
+      split(w, u, " "); cap = (t1 - t0) * n / 100
+      srv = (s1 - s0) / hz; busy = (b1 - b0) / hz; wrk = u[1] + u[2]; other = busy - srv - wrk
+      if (other < 0) other = 0
+      printf "%s server=%.0f wrk=%.0f other=%.0f\n", line, srv / cap, wrk / cap, other / cap }'
 }
 field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
@@ -162,16 +207,21 @@ log "warm-up: $WARMUP per endpoint"
 for n in "${names[@]}"; do run "$n" "$WARMUP" "$OUT_DIR/warmup-$n.txt" >/dev/null; done
 
 results=$OUT_DIR/results.tsv
-printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\n' >"$results"
+printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\twrk_cpu\tother_cpu\n' >"$results"
 for r in $(seq "$REPEATS"); do
   for n in "${names[@]}"; do
+    wait_quiet
     log "repeat $r/$REPEATS: ${label[$n]} ($DURATION, -t$THREADS -c$CONNECTIONS)"
     line=$(run "$n" "$DURATION" "$OUT_DIR/run$r-$n.txt")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$n" "$(field "$line" rps)" "$(field "$line" p50_us)" \
-      "$(field "$line" p99_us)" "$(field "$line" requests)" >>"$results"
+    log "  $line"
+    printf '%s\t%s' "$r" "$n" >>"$results"
+    for f in rps p50_us p99_us requests server wrk other; do
+      printf '\t%s' "$(field "$line" "$f")" >>"$results"
+    done
+    printf '\n' >>"$results"
   done
 done
-kill -0 "${pids[0]}" 2>/dev/null || die "vexil-server died during the run (see $OUT_DIR/vexil-server.log)"
+kill -0 "$vexil_pid" 2>/dev/null || die "vexil-server died during the run (see $OUT_DIR/vexil-server.log)"
 
 # --- 5. report --------------------------------------------------------------------------------
 median() { # median of the column $2 for scenario $1
@@ -185,9 +235,11 @@ echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo
 echo "All repeats:"
 echo
-echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) |"
-echo "|---:|---|---:|---:|---:|"
-awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f |\n", $1, $2, $3, $4 / 1000, $5 / 1000 }' "$results"
+echo "CPU: share of all $cores cores used by the server, by wrk, and by anything else during the run."
+echo
+echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / wrk / other |"
+echo "|---:|---|---:|---:|---:|---|"
+awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9 }' "$results"
 echo
 echo "Medians:"
 echo

@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "python test clients (.venv)"
 bash scripts/setup-python.sh
 
+step "node test clients (tests/node/node_modules)"
+bash scripts/setup-node.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -38,6 +38,10 @@ def cases(client):
         (client.get_string_details, "fl-targeted", "code-default", gold),
         (client.get_string_details, "fl-targeted", "code-default", anyone),
         (client.get_boolean_details, "fl-disabled", False, anyone),
+        # A fractional split: bucketed by targeting key (in-process: by the provider itself).
+        (client.get_string_details, "fl-split", "code-default", anyone),
+        (client.get_string_details, "fl-split", "code-default", gold),
+        (client.get_string_details, "fl-split", "code-default", max_plan),
     ]
 
 

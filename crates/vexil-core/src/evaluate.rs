@@ -204,8 +204,12 @@ struct CompiledFlag {
 /// behind an `Arc` and evaluate from any number of threads.
 #[derive(Debug, Clone)]
 pub struct FlagSet {
-    flags: HashMap<Box<str>, CompiledFlag, KeyHash>,
+    /// Flag key → index into `keys` and `compiled`.
+    index: HashMap<Box<str>, usize, KeyHash>,
+    /// Flag keys in sorted order.
     keys: Vec<Arc<str>>,
+    /// The flags, in the order of `keys` (so `evaluate_all` needs no lookups).
+    compiled: Vec<CompiledFlag>,
     metadata: Arc<Map<String, Value>>,
     static_context: Map<String, Value>,
 }
@@ -242,21 +246,31 @@ impl FlagSet {
     /// PARSE_ERROR when evaluated, as flagd does.
     pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
         let set_meta = Arc::new(doc.metadata.clone());
-        let mut flags = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash);
+        let mut index = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash);
         let mut keys = Vec::with_capacity(doc.flags.len());
+        let mut compiled = Vec::with_capacity(doc.flags.len());
         for (key, def) in &doc.flags {
-            flags.insert(
-                key.as_str().into(),
-                compile_flag(def, &doc.metadata, &doc.evaluators, options.fractional),
-            );
+            index.insert(key.as_str().into(), keys.len());
             keys.push(Arc::from(key.as_str()));
+            compiled.push(compile_flag(
+                def,
+                &doc.metadata,
+                &doc.evaluators,
+                options.fractional,
+            ));
         }
         Self {
-            flags,
+            index,
             keys,
+            compiled,
             metadata: set_meta,
             static_context: options.static_context.clone(),
         }
+    }
+
+    /// The compiled flag with this key.
+    fn flag(&self, key: &str) -> Option<&CompiledFlag> {
+        self.index.get(key).and_then(|&i| self.compiled.get(i))
     }
 
     /// Number of flags.
@@ -298,7 +312,7 @@ impl FlagSet {
 
     /// [`FlagSet::evaluate_at`], reading the clock (`now == None`) only if a rule runs.
     fn evaluate_one(&self, key: &str, context: &Value, mut now: Option<i64>) -> Resolution {
-        let Some(flag) = self.flags.get(key) else {
+        let Some(flag) = self.flag(key) else {
             return Resolution::error(
                 ErrorCode::FlagNotFound,
                 format!("flag \"{key}\" was not found"),
@@ -359,8 +373,8 @@ impl FlagSet {
                 };
                 self.keys
                     .iter()
-                    .filter_map(|key| {
-                        let flag = self.flags.get(&**key)?;
+                    .zip(&self.compiled)
+                    .map(|(key, flag)| {
                         let r = match base {
                             Ok(base) => match precheck(flag, None) {
                                 Ok(rule) => {
@@ -375,7 +389,7 @@ impl FlagSet {
                                 flag.metadata.clone(),
                             ),
                         };
-                        Some((key.clone(), r))
+                        (key.clone(), r)
                     })
                     .collect()
             };
@@ -388,7 +402,7 @@ impl FlagSet {
     /// returned, the merged context, and the deciding step.
     pub fn explain(&self, key: &str, context: &Value, now_unix: i64) -> Explanation {
         let mut trace = Trace::default();
-        let resolution = match (self.flags.get(key), context_entries(context)) {
+        let resolution = match (self.flag(key), context_entries(context)) {
             (None, _) => {
                 trace.decision = "no flag with this key".into();
                 self.evaluate_at(key, context, now_unix)

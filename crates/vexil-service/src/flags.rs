@@ -1378,6 +1378,22 @@ impl FlagService {
         ))
     }
 
+    /// Everything in `ns` as of one revision: the namespace record, all its flags and segments
+    /// (in key order) and the store revision they were read at, read consistently, so a watcher
+    /// that sends this as a snapshot and then follows [`FlagService::changes_since`] from
+    /// `revision` misses nothing and sees nothing twice. Requires `FlagRead`.
+    ///
+    /// # Errors
+    /// NotFound (namespace), store errors.
+    pub async fn namespace_state(
+        &self,
+        pass: &Pass<'_>,
+        ns: &str,
+    ) -> Result<vexil_store::NamespaceState, ServiceError> {
+        pass.require(Permission::FlagRead, ns)?;
+        Ok(self.store.load_namespace(ns).await?)
+    }
+
     /// The store's current revision: a liveness probe of the store for readiness.
     ///
     /// # Errors

@@ -1,9 +1,10 @@
-//! The gRPC side: flagd evaluation v1/v2 and sync v1 (and `vexil.v1`), with gRPC health and
+//! The gRPC side: Vexil's own `vexil.v1`, flagd evaluation v1/v2 and sync v1, with gRPC health and
 //! reflection, on one tonic server with bounded message sizes, per-connection concurrency and
 //! HTTP/2 keep-alives.
 
 pub mod convert;
 pub mod flagd;
+pub mod vexil;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::flagd::sync::v1 as sync;
+use vexil_proto::vexil::v1 as pb;
 
 use crate::AppState;
 
@@ -38,6 +40,24 @@ pub async fn serve(
     health_reporter
         .set_serving::<sync::flag_sync_service_server::FlagSyncServiceServer<flagd::Sync>>()
         .await;
+    health_reporter
+        .set_serving::<pb::namespace_service_server::NamespaceServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::flag_service_server::FlagServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::segment_service_server::SegmentServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::import_export_service_server::ImportExportServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::evaluation_service_server::EvaluationServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::watch_service_server::WatchServiceServer<vexil::VexilApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vexil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -48,7 +68,22 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE);
     let v1 = v1::service_server::ServiceServer::new(flagd::EvaluationV1(state.clone()))
         .max_decoding_message_size(MAX_MESSAGE);
-    let sync = sync::flag_sync_service_server::FlagSyncServiceServer::new(flagd::Sync(state))
+    let sync =
+        sync::flag_sync_service_server::FlagSyncServiceServer::new(flagd::Sync(state.clone()))
+            .max_decoding_message_size(MAX_MESSAGE);
+    let api = vexil::VexilApi(state);
+    let namespaces = pb::namespace_service_server::NamespaceServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let flags = pb::flag_service_server::FlagServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let segments = pb::segment_service_server::SegmentServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let import_export =
+        pb::import_export_service_server::ImportExportServiceServer::new(api.clone())
+            .max_decoding_message_size(MAX_MESSAGE);
+    let evaluation = pb::evaluation_service_server::EvaluationServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let watch = pb::watch_service_server::WatchServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE);
 
     let router = tonic::transport::Server::builder()
@@ -60,6 +95,12 @@ pub async fn serve(
         .add_service(v2)
         .add_service(v1)
         .add_service(sync)
+        .add_service(namespaces)
+        .add_service(flags)
+        .add_service(segments)
+        .add_service(import_export)
+        .add_service(evaluation)
+        .add_service(watch)
         .add_optional_service(reflection);
     router
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

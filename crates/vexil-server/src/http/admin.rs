@@ -96,11 +96,11 @@ where
 
 // ------------------------------------------------------------------ namespaces
 
+/// List namespaces
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces",
     tag = "namespaces",
-    summary = "List namespaces",
     responses(
         (status = 200, description = "All namespaces, in key order", body = schema::NamespaceList),
         (status = 503, response = schema::Unavailable),
@@ -115,11 +115,11 @@ pub async fn list_namespaces(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+/// Create a namespace
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces",
     tag = "namespaces",
-    summary = "Create a namespace",
     request_body = schema::NamespaceInput,
     responses(
         (status = 201, description = "Created", body = schema::Namespace, headers(("ETag" = String, description = "The new version, e.g. `\"1\"`"))),
@@ -145,11 +145,11 @@ pub async fn create_namespace(
     Ok(namespace_response(&ns, StatusCode::CREATED))
 }
 
+/// Read a namespace
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}",
     tag = "namespaces",
-    summary = "Read a namespace",
     params(schema::NamespacePath),
     responses(
         (status = 200, description = "The namespace", body = schema::Namespace, headers(("ETag" = String, description = "Its version, e.g. `\"3\"`"))),
@@ -167,11 +167,11 @@ pub async fn get_namespace(
     Ok(namespace_response(&n, StatusCode::OK))
 }
 
+/// Replace a namespace's fields
 #[utoipa::path(
     put,
     path = "/api/v1/namespaces/{ns}",
     tag = "namespaces",
-    summary = "Replace a namespace's fields",
     params(schema::NamespacePath, schema::IfMatchHeader),
     request_body = schema::NamespaceInput,
     responses(
@@ -199,12 +199,13 @@ pub async fn put_namespace(
     Ok(namespace_response(&n, StatusCode::OK))
 }
 
+/// Delete an empty namespace
+///
 /// Only an empty namespace can be deleted, and never `default`.
 #[utoipa::path(
     delete,
     path = "/api/v1/namespaces/{ns}",
     tag = "namespaces",
-    summary = "Delete an empty namespace",
     params(schema::NamespacePath, schema::IfMatchHeader),
     responses(
         (status = 204, description = "Deleted"),
@@ -241,11 +242,11 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
+/// List flags
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/flags",
     tag = "flags",
-    summary = "List flags",
     params(schema::NamespacePath, ListParams),
     responses(
         (status = 200, description = "One page of flags, in key order", body = schema::FlagPage),
@@ -271,11 +272,11 @@ pub async fn list_flags(
     Ok(Json(json!({ "items": page.items, "nextCursor": page.next_cursor })).into_response())
 }
 
+/// Create a flag
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces/{ns}/flags",
     tag = "flags",
-    summary = "Create a flag",
     params(schema::NamespacePath, WriteParams),
     request_body = schema::FlagInput,
     responses(
@@ -300,11 +301,11 @@ pub async fn create_flag(
     Ok(flag_response(&f, StatusCode::CREATED))
 }
 
+/// Read a flag
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/flags/{key}",
     tag = "flags",
-    summary = "Read a flag",
     params(schema::KeyPath),
     responses(
         (status = 200, description = "The flag", body = schema::Flag, headers(("ETag" = String, description = "Its version, e.g. `\"3\"`"))),
@@ -322,12 +323,13 @@ pub async fn get_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// Replace a flag
+///
 /// The expected version comes from `If-Match`, or else from the body's `version`.
 #[utoipa::path(
     put,
     path = "/api/v1/namespaces/{ns}/flags/{key}",
     tag = "flags",
-    summary = "Replace a flag",
     params(schema::KeyPath, schema::IfMatchHeader, WriteParams),
     request_body = schema::FlagInput,
     responses(
@@ -356,12 +358,13 @@ pub async fn put_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// Merge-patch a flag
+///
 /// PATCH takes `application/merge-patch+json` (or plain JSON).
 #[utoipa::path(
     patch,
     path = "/api/v1/namespaces/{ns}/flags/{key}",
     tag = "flags",
-    summary = "Merge-patch a flag",
     params(schema::KeyPath, schema::IfMatchHeader, WriteParams),
     request_body(
         description = "A JSON merge patch (RFC 7386)",
@@ -396,11 +399,11 @@ pub async fn patch_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// Delete a flag
 #[utoipa::path(
     delete,
     path = "/api/v1/namespaces/{ns}/flags/{key}",
     tag = "flags",
-    summary = "Delete a flag",
     params(schema::KeyPath, schema::IfMatchHeader),
     responses(
         (status = 204, description = "Deleted"),
@@ -420,12 +423,13 @@ pub async fn delete_flag(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Turn the kill switch off (serve the flag)
+///
 /// Idempotent: enabling an enabled flag changes nothing.
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces/{ns}/flags/{key}/enable",
     tag = "flags",
-    summary = "Turn the kill switch off (serve the flag)",
     params(schema::KeyPath),
     responses(
         (status = 200, description = "The flag, enabled", body = schema::Flag, headers(("ETag" = String, description = "Its version"))),
@@ -446,12 +450,13 @@ pub async fn enable_flag(
     Ok(flag_response(&f, StatusCode::OK))
 }
 
+/// Turn the kill switch on (stop serving the flag)
+///
 /// Idempotent. A disabled flag evaluates to DISABLED with no value: callers use their default.
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces/{ns}/flags/{key}/disable",
     tag = "flags",
-    summary = "Turn the kill switch on (stop serving the flag)",
     params(schema::KeyPath),
     responses(
         (status = 200, description = "The flag, disabled", body = schema::Flag, headers(("ETag" = String, description = "Its version"))),
@@ -474,11 +479,11 @@ pub async fn disable_flag(
 
 // ------------------------------------------------------------------ segments
 
+/// List segments
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/segments",
     tag = "segments",
-    summary = "List segments",
     params(schema::NamespacePath),
     responses(
         (status = 200, description = "All segments, in key order", body = schema::SegmentList),
@@ -496,11 +501,11 @@ pub async fn list_segments(
     Ok(Json(json!({ "items": items })).into_response())
 }
 
+/// Create a segment
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces/{ns}/segments",
     tag = "segments",
-    summary = "Create a segment",
     params(schema::NamespacePath),
     request_body = schema::SegmentInput,
     responses(
@@ -524,11 +529,11 @@ pub async fn create_segment(
     Ok(segment_response(&s, StatusCode::CREATED))
 }
 
+/// Read a segment
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/segments/{key}",
     tag = "segments",
-    summary = "Read a segment",
     params(schema::KeyPath),
     responses(
         (status = 200, description = "The segment", body = schema::Segment, headers(("ETag" = String, description = "Its version"))),
@@ -546,12 +551,13 @@ pub async fn get_segment(
     Ok(segment_response(&s, StatusCode::OK))
 }
 
+/// Create or replace a segment
+///
 /// Without `If-Match` a missing segment is created.
 #[utoipa::path(
     put,
     path = "/api/v1/namespaces/{ns}/segments/{key}",
     tag = "segments",
-    summary = "Create or replace a segment",
     params(schema::KeyPath, schema::IfMatchHeader),
     request_body = schema::SegmentInput,
     responses(
@@ -580,12 +586,13 @@ pub async fn put_segment(
     Ok(segment_response(&s, StatusCode::OK))
 }
 
+/// Delete a segment
+///
 /// A segment still referenced by a flag or another segment cannot be deleted (409).
 #[utoipa::path(
     delete,
     path = "/api/v1/namespaces/{ns}/segments/{key}",
     tag = "segments",
-    summary = "Delete a segment",
     params(schema::KeyPath, schema::IfMatchHeader),
     responses(
         (status = 204, description = "Deleted"),
@@ -617,12 +624,13 @@ pub struct ExportParams {
     format: Option<String>,
 }
 
+/// Export a namespace as a flagd file
+///
 /// Flags become `flags`, segments `$evaluators`: the file loads in flagd as it is.
 #[utoipa::path(
     get,
     path = "/api/v1/namespaces/{ns}/export",
     tag = "import-export",
-    summary = "Export a namespace as a flagd file",
     params(schema::NamespacePath, ExportParams),
     responses(
         (status = 200, description = "The flagd file", content(
@@ -672,6 +680,8 @@ pub struct ImportParams {
     mode: Option<String>,
 }
 
+/// Import a flagd file
+///
 /// The body is the flagd file itself: JSON, or YAML when the content type says `yaml`. It loads
 /// the way flagd loads a file: invalid targeting is stored and reported in `warnings` (those
 /// flags answer PARSE_ERROR); anything else invalid rejects the whole file. One atomic commit.
@@ -679,7 +689,6 @@ pub struct ImportParams {
     post,
     path = "/api/v1/namespaces/{ns}/import",
     tag = "import-export",
-    summary = "Import a flagd file",
     params(schema::NamespacePath, ImportParams),
     request_body(
         description = "A flagd file",
@@ -742,13 +751,14 @@ pub async fn import(
 
 // ------------------------------------------------------------------ evaluation
 
+/// Evaluate one flag (optionally explained) or all flags
+///
 /// Native evaluation in a namespace. With `flagKey`, one flag (with `explain: true`, also the
 /// rule as evaluated and why it decided); without it, every flag.
 #[utoipa::path(
     post,
     path = "/api/v1/namespaces/{ns}/evaluate",
     tag = "evaluation",
-    summary = "Evaluate one flag (optionally explained) or all flags",
     params(schema::NamespacePath),
     request_body = schema::EvaluateRequest,
     responses(
@@ -830,11 +840,11 @@ pub struct AuditParams {
     limit: Option<usize>,
 }
 
+/// Query the audit log
 #[utoipa::path(
     get,
     path = "/api/v1/audit",
     tag = "audit",
-    summary = "Query the audit log",
     params(AuditParams),
     responses(
         (status = 200, description = "Matching events, in `seq` order", body = schema::AuditPage),

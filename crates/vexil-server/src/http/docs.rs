@@ -25,8 +25,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         title = "Vexil",
         description = "Vexil's HTTP API: the REST admin API (`/api/v1`), OpenFeature Remote \
             Evaluation (`/ofrep/v1`) and the operations endpoints.\n\n\
-            JSON bodies are camelCase; flags use flagd's field names. Every update is \
-            conditional on `If-Match` (the resource's ETag, its version in quotes): a stale \
+            JSON bodies are camelCase; flags use flagd's field names. Updates and deletes honour \
+            `If-Match` (the resource's ETag: its version in quotes): a stale \
             write gets 412 and is never applied. REST errors are RFC 9457 problem details \
             (`application/problem+json`); OFREP errors use OFREP's own bodies.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
@@ -52,7 +52,6 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
             schema::PayloadTooLarge,
             schema::UnsupportedMediaType,
             schema::Unavailable,
-            schema::InternalError,
         ),
     )
 )]
@@ -70,12 +69,11 @@ pub fn openapi_json() -> String {
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(openapi_json);
 
-/// `GET /api/v1/openapi.json`.
+/// This OpenAPI 3.1 document
 #[utoipa::path(
     get,
     path = "/api/v1/openapi.json",
     tag = "ops",
-    summary = "This OpenAPI 3.1 document",
     responses((status = 200, description = "The document", content_type = "application/json", body = Object))
 )]
 pub async fn openapi_document() -> Response {
@@ -110,12 +108,13 @@ fn swagger_file(file: &str) -> Response {
     }
 }
 
-/// `GET /docs`: Swagger UI lives under `/docs/` (its assets are relative).
+/// Swagger UI (redirects to /docs/)
+///
+/// Swagger UI lives under `/docs/` (its assets are relative).
 #[utoipa::path(
     get,
     path = "/docs",
     tag = "ops",
-    summary = "Swagger UI (redirects to /docs/)",
     responses((status = 308, description = "To `/docs/`", headers(("Location" = String))))
 )]
 pub async fn docs_redirect() -> Redirect {
@@ -123,24 +122,22 @@ pub async fn docs_redirect() -> Redirect {
     Redirect::permanent("docs/")
 }
 
-/// `GET /docs/`.
+/// Swagger UI
 #[utoipa::path(
     get,
     path = "/docs/",
     tag = "ops",
-    summary = "Swagger UI",
     responses((status = 200, description = "Swagger UI's page, reading this document", content_type = "text/html", body = String))
 )]
 pub async fn docs_index() -> Response {
     swagger_file("index.html")
 }
 
-/// `GET /docs/{file}`.
+/// A Swagger UI asset
 #[utoipa::path(
     get,
     path = "/docs/{file}",
     tag = "ops",
-    summary = "A Swagger UI asset",
     params(schema::DocsFilePath),
     responses(
         (status = 200, description = "The asset, with its media type"),

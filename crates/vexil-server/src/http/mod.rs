@@ -1,4 +1,5 @@
-//! The HTTP side: the REST admin API, OFREP and the operations endpoints on one axum router.
+//! The HTTP side: the REST admin API, OFREP, the operations endpoints, the OpenAPI document
+//! and Swagger UI on one axum router.
 
 pub mod admin;
 pub mod docs;

@@ -168,13 +168,16 @@ fn entry(key: &str, r: &Resolution) -> (StatusCode, Value) {
     (StatusCode::OK, Value::Object(m))
 }
 
-/// `POST /ofrep/v1/evaluate/flags/{key}`.
+/// Evaluate one flag (OFREP)
+///
+/// The namespace comes from `x-vexil-namespace` (default `default`). A success always carries
+/// `variant` (possibly `""`); a disabled flag, or one without a default variant, answers without
+/// `value`: the caller's code default applies. Errors use OFREP's bodies, not problem+json.
 #[utoipa::path(
     post,
     path = "/ofrep/v1/evaluate/flags/{key}",
     tag = "ofrep",
     operation_id = "evaluateFlag",
-    summary = "Evaluate one flag (OFREP)",
     params(schema::OfrepKeyPath, schema::NamespaceHeader),
     request_body = schema::OfrepEvaluationRequest,
     responses(
@@ -266,13 +269,16 @@ fn matches_etag(headers: &HeaderMap, tag: &str) -> bool {
         })
 }
 
-/// `POST /ofrep/v1/evaluate/flags`.
+/// Evaluate every flag of a namespace (OFREP bulk)
+///
+/// A flag that fails to evaluate (e.g. PARSE_ERROR) is a failure entry; the others still
+/// succeed. The ETag covers the namespace's revision and the canonical context (key order does
+/// not matter): send it back as `If-None-Match` to get 304 while nothing changed.
 #[utoipa::path(
     post,
     path = "/ofrep/v1/evaluate/flags",
     tag = "ofrep",
     operation_id = "evaluateFlagsBulk",
-    summary = "Evaluate every flag of a namespace (OFREP bulk)",
     params(schema::NamespaceHeader, schema::IfNoneMatchHeader),
     request_body = schema::OfrepEvaluationRequest,
     responses(

@@ -12,25 +12,27 @@ use super::problem::Problem;
 use super::schema;
 use crate::AppState;
 
+/// Liveness
+///
 /// Alive: the process answers.
 #[utoipa::path(
     get,
     path = "/healthz",
     tag = "ops",
-    summary = "Liveness",
     responses((status = 200, description = "The process answers", body = schema::Health))
 )]
 pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
+/// Readiness
+///
 /// Ready: the snapshot is loaded (it is before the listener opens) and the store answers.
 /// Reports the revision applied, the store's revision and how far behind the snapshot is.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
-    summary = "Readiness",
     responses(
         (status = 200, description = "Ready", body = schema::Readiness),
         (status = 503, description = "Degraded: the store does not answer", body = schema::Readiness),

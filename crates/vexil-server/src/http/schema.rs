@@ -1045,11 +1045,6 @@ pub struct UnsupportedMediaType(Problem);
 )]
 pub struct Unavailable(Problem);
 
-/// An unexpected error; it has been logged with the request id.
-#[derive(Debug, ToResponse)]
-#[response(content_type = "application/problem+json")]
-pub struct InternalError(Problem);
-
 #[cfg(test)]
 mod tests {
     //! Each mirror is held to the type it documents.

@@ -6,6 +6,8 @@ mod fixtures;
 mod bad_input;
 mod conformance;
 mod crud;
+mod flagd_clients;
 mod grpc;
+mod grpc_vexil;
 mod openapi;
 mod python_client;
