@@ -38,6 +38,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         (name = "import-export", description = "flagd files in and out."),
         (name = "evaluation", description = "Native evaluation, with explanations."),
         (name = "audit", description = "The hash-chained log of every change."),
+        (name = "watch", description = "WebSocket change streams, resumable from a revision."),
         (name = "ofrep", description = "OpenFeature Remote Evaluation Protocol: what OpenFeature's OFREP providers call. The namespace comes from `x-vexil-namespace`."),
         (name = "ops", description = "Health, readiness, this document and Swagger UI."),
     ),

@@ -8,6 +8,7 @@ pub mod ofrep;
 pub mod ops;
 pub mod problem;
 pub mod schema;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,6 +59,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(admin::import))
         .routes(routes!(admin::evaluate))
         .routes(routes!(admin::list_audit))
+        .routes(routes!(watch::watch))
         // OFREP.
         .routes(routes!(ofrep::evaluate_flag))
         .routes(routes!(ofrep::evaluate_all))

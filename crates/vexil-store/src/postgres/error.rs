@@ -4,8 +4,8 @@
 //! cannot be reached, is shutting down, is out of connections or resources, a lock or statement
 //! timed out, the pool is exhausted) versus "something is wrong" ([`StoreError::Internal`]).
 //! Either way nothing was written: every write runs in one transaction that is rolled back on
-//! error. Serialization failures and deadlocks are classified separately ([`is_retryable`]):
-//! `commit` retries them itself before giving up with `Unavailable`.
+//! error. Inside a commit, serialization failures and deadlocks are classified separately
+//! ([`TxError::Retry`]): `commit` retries them itself before giving up with `Unavailable`.
 
 use crate::StoreError;
 
@@ -29,12 +29,34 @@ pub(crate) fn from_sqlx(err: sqlx::Error) -> StoreError {
     }
 }
 
-/// Whether `commit` should run the transaction again: a serialization failure or a deadlock
-/// (neither is expected under the revision-row lock, but a database configured with
-/// `default_transaction_isolation = serializable` or a manual lock can still produce them).
-pub(crate) fn is_retryable(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db)
-        if db.code().is_some_and(|c| c == "40001" || c == "40P01"))
+/// Why one commit transaction failed.
+#[derive(Debug)]
+pub(crate) enum TxError {
+    /// A serialization failure or a deadlock: worth running the whole transaction again.
+    /// Neither is expected under the revision row lock (every commit takes it first, at READ
+    /// COMMITTED), but a session outside Vexil taking locks in another order can still cause
+    /// a deadlock, and the retry keeps that from surfacing as an error.
+    Retry(sqlx::Error),
+    /// Anything else, already classified.
+    Failed(StoreError),
+}
+
+impl From<sqlx::Error> for TxError {
+    fn from(err: sqlx::Error) -> Self {
+        let retryable = matches!(&err, sqlx::Error::Database(db)
+            if db.code().is_some_and(|c| c == "40001" || c == "40P01"));
+        if retryable {
+            Self::Retry(err)
+        } else {
+            Self::Failed(from_sqlx(err))
+        }
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(err: StoreError) -> Self {
+        Self::Failed(err)
+    }
 }
 
 /// SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html) that mean "the

@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use sqlx::error::ErrorKind;
 use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
 
-use super::error::{from_json, from_sqlx, internal};
+use super::error::{TxError, from_json, internal};
 use super::{NOTIFY_CHANNEL, decode, not_found, require_namespace, to_i64, to_u64};
 use crate::{Committed, Expect, StoreError, Write, chain_hash};
 
@@ -29,7 +29,7 @@ pub(super) async fn apply(
     writes: Vec<Write>,
     audit: Vec<AuditEvent>,
     now: i64,
-) -> Result<Committed, StoreError> {
+) -> Result<Committed, TxError> {
     // The first statement of every commit, so the lock order is the same everywhere (no
     // deadlocks) and everything below runs with all earlier commits visible.
     let (current, revision) = if writes.is_empty() {
@@ -37,7 +37,7 @@ pub(super) async fn apply(
             sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton FOR UPDATE")
                 .fetch_one(&mut *conn)
                 .await
-                .map_err(from_sqlx)?;
+                ?;
         (to_u64(current)?, None)
     } else {
         let (next,): (i64,) = sqlx::query_as(
@@ -46,14 +46,14 @@ pub(super) async fn apply(
         )
         .fetch_one(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
         let next = to_u64(next)?;
         sqlx::query("INSERT INTO revisions (revision, committed_at) VALUES ($1, $2)")
             .bind(to_i64(next)?)
             .bind(now)
             .execute(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
         (next - 1, Some(next))
     };
 
@@ -72,7 +72,7 @@ pub(super) async fn apply(
         .bind(applied.after.as_ref().map(Value::to_string))
         .execute(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
         results.push(applied.after);
     }
 
@@ -87,7 +87,7 @@ pub(super) async fn apply(
             .bind(revision.to_string())
             .execute(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
     }
 
     Ok(Committed {
@@ -105,7 +105,7 @@ struct Applied {
     after: Option<Value>,
 }
 
-async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, StoreError> {
+async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, TxError> {
     match write {
         Write::PutNamespace { namespace, expect } => put_namespace(conn, namespace, expect).await,
         Write::DeleteNamespace { key, expect } => delete_namespace(conn, key, expect).await,
@@ -181,13 +181,13 @@ async fn fetch_scoped<T: DeserializeOwned>(
     namespace: &str,
     key: &str,
     what: &str,
-) -> Result<Option<(u64, T)>, StoreError> {
+) -> Result<Option<(u64, T)>, TxError> {
     let row: Option<(i64, String)> = sqlx::query_as(sql)
         .bind(namespace)
         .bind(key)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
     row.map(|(version, doc)| Ok((to_u64(version)?, decode(&doc, what)?)))
         .transpose()
 }
@@ -212,12 +212,10 @@ fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), Store
 fn expect_one_row(
     result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
     what: &str,
-) -> Result<(), StoreError> {
-    match result.map_err(from_sqlx)?.rows_affected() {
+) -> Result<(), TxError> {
+    match result?.rows_affected() {
         1 => Ok(()),
-        n => Err(internal(format!(
-            "postgres: compare-and-set on {what} touched {n} rows"
-        ))),
+        n => Err(internal(format!("postgres: compare-and-set on {what} touched {n} rows")).into()),
     }
 }
 
@@ -225,14 +223,14 @@ async fn put_namespace(
     conn: &mut PgConnection,
     mut ns: Namespace,
     expect: Expect,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, TxError> {
     let kind = ResourceKind::Namespace;
     let row: Option<(i64, String)> =
         sqlx::query_as("SELECT version, doc FROM namespaces WHERE key = $1")
             .bind(&ns.key)
             .fetch_optional(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
     let existing: Option<(u64, Namespace)> = row
         .map(|(v, doc)| Ok::<_, StoreError>((to_u64(v)?, decode(&doc, "namespace")?)))
         .transpose()?;
@@ -269,7 +267,7 @@ async fn put_namespace(
         .bind(doc)
         .execute(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
     Ok(Applied {
         kind,
         namespace: ns.key.clone(),
@@ -282,17 +280,17 @@ async fn delete_namespace(
     conn: &mut PgConnection,
     key: String,
     expect: Expect,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, TxError> {
     let kind = ResourceKind::Namespace;
     let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM namespaces WHERE key = $1")
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
     let stored = row.map(|(v,)| to_u64(v)).transpose()?;
     check(expect, stored, kind, &key, &key)?;
     let Some(stored) = stored else {
-        return Err(not_found(kind, &key, &key));
+        return Err(not_found(kind, &key, &key).into());
     };
     let (occupied,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flags WHERE namespace = $1) \
@@ -301,9 +299,9 @@ async fn delete_namespace(
     .bind(&key)
     .fetch_one(&mut *conn)
     .await
-    .map_err(from_sqlx)?;
+    ?;
     if occupied {
-        return Err(StoreError::NamespaceNotEmpty { namespace: key });
+        return Err(StoreError::NamespaceNotEmpty { namespace: key }.into());
     }
     let result = sqlx::query("DELETE FROM namespaces WHERE key = $1 AND version = $2")
         .bind(&key)
@@ -323,7 +321,7 @@ async fn put_flag(
     conn: &mut PgConnection,
     mut flag: Flag,
     expect: Expect,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, TxError> {
     let kind = ResourceKind::Flag;
     require_namespace(conn, &flag.namespace).await?;
     let existing = fetch_scoped::<Flag>(
@@ -371,7 +369,7 @@ async fn put_flag(
                 .bind(&flag.key)
                 .execute(&mut *conn)
                 .await
-                .map_err(from_sqlx)?;
+                ?;
         }
         None => {
             sqlx::query(
@@ -385,7 +383,7 @@ async fn put_flag(
             .bind(doc)
             .execute(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
         }
     }
     // A tag listed twice is one row (the document keeps the list as given). One statement for
@@ -406,7 +404,7 @@ async fn put_flag(
         .bind(tags)
         .execute(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
     }
     Ok(Applied {
         kind,
@@ -420,7 +418,7 @@ async fn put_segment(
     conn: &mut PgConnection,
     mut segment: Segment,
     expect: Expect,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, TxError> {
     let kind = ResourceKind::Segment;
     require_namespace(conn, &segment.namespace).await?;
     let existing = fetch_scoped::<Segment>(
@@ -468,7 +466,7 @@ async fn put_segment(
             .bind(doc)
             .execute(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
         }
     }
     Ok(Applied {
@@ -490,18 +488,18 @@ async fn delete_scoped(
     expect: Expect,
     select: &'static str,
     delete: &'static str,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied, TxError> {
     require_namespace(conn, &namespace).await?;
     let row: Option<(i64,)> = sqlx::query_as(select)
         .bind(&namespace)
         .bind(&key)
         .fetch_optional(&mut *conn)
         .await
-        .map_err(from_sqlx)?;
+        ?;
     let stored = row.map(|(v,)| to_u64(v)).transpose()?;
     check(expect, stored, kind, &namespace, &key)?;
     if stored.is_none() {
-        return Err(not_found(kind, &namespace, &key));
+        return Err(not_found(kind, &namespace, &key).into());
     }
     // Flag tags go with the flag through `ON DELETE CASCADE`.
     let result = sqlx::query(delete)
@@ -524,7 +522,7 @@ async fn append_audit(
     conn: &mut PgConnection,
     events: Vec<AuditEvent>,
     revision: Option<Revision>,
-) -> Result<Vec<AuditEvent>, StoreError> {
+) -> Result<Vec<AuditEvent>, TxError> {
     if events.is_empty() {
         return Ok(events);
     }
@@ -532,7 +530,7 @@ async fn append_audit(
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await
-            .map_err(from_sqlx)?;
+            ?;
     let (mut seq, mut prev_hash) = match last {
         Some((seq, hash)) => (to_u64(seq)?, hash),
         None => (0, String::new()),
@@ -567,10 +565,13 @@ async fn append_audit(
         .map_err(|e| match &e {
             // Ids are the service's idempotency keys; a repeat is a caller bug, not a conflict
             // on the flag the caller is writing, so it gets no CAS-style error.
-            sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => internal(
-                format!("postgres: audit event id {:?} is already recorded", event.id),
-            ),
-            _ => from_sqlx(e),
+            sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+                TxError::from(internal(format!(
+                    "postgres: audit event id {:?} is already recorded",
+                    event.id
+                )))
+            }
+            _ => TxError::from(e),
         })?;
         prev_hash = event.hash.clone();
         stored.push(event);

@@ -1,0 +1,170 @@
+//! The WebSocket change stream: `GET /api/v1/namespaces/{ns}/watch?fromRevision=N`.
+//!
+//! Frames are JSON text. Without `fromRevision` (or with 0, or with a revision the server has
+//! not reached) the stream opens with one `snapshot` frame holding every flag and segment at a
+//! revision; after that, and when resuming from a revision the log still holds, it sends one
+//! `change` frame per changed resource, in revision order. The server pings every
+//! [`PING_EVERY`]; client pings are answered. A consumer that cannot take a frame within
+//! [`SEND_TIMEOUT`] is closed with code 4008 ("consumer too slow") instead of being buffered
+//! for: the stream holds at most one batch of changes in memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vexil_core::domain::Revision;
+use vexil_service::{Permission, Principal};
+
+use super::admin::Params;
+use super::extract::Caller;
+use super::problem::ApiError;
+use super::schema;
+use crate::AppState;
+
+/// Server ping interval.
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// How long one frame may wait for the consumer before the stream is closed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Close code for a consumer that falls behind.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+
+/// Changes read per batch; bounds the memory one stream can hold.
+const BATCH: usize = 1_000;
+
+/// `?fromRevision=`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct WatchParams {
+    /// Resume after this revision; absent or 0 starts with a snapshot.
+    from_revision: Option<u64>,
+}
+
+/// Watch a namespace's changes over WebSocket
+///
+/// Upgrades to a WebSocket that streams `snapshot` and `change` frames (JSON) in revision order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespaces/{ns}/watch",
+    tag = "watch",
+    params(schema::NamespacePath, WatchParams),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, response = schema::BadRequest),
+        (status = 404, response = schema::NotFound),
+        (status = 503, response = schema::Unavailable),
+    )
+)]
+pub async fn watch(
+    State(app): State<Arc<AppState>>,
+    Caller(p): Caller,
+    Path(ns): Path<String>,
+    Params(q): Params<WatchParams>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Check the namespace and the permission before upgrading, so errors are plain HTTP.
+    let pass = p.authorize(Permission::FlagRead, &ns)?;
+    app.flags.get_namespace(&pass, &ns).await?;
+    let from = q.from_revision.unwrap_or(0);
+    Ok(ws.on_upgrade(move |socket| stream(app, p, ns, from, socket)))
+}
+
+fn text(v: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            let close = Message::Close(Some(CloseFrame { code: CLOSE_TOO_SLOW, reason: Utf8Bytes::from_static("consumer too slow") }));
+            // Best effort: the peer is not reading, so this may not get through either.
+            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+            Err(())
+        }
+    }
+}
+
+async fn stream(app: Arc<AppState>, principal: Principal, ns: String, from: Revision, mut socket: WebSocket) {
+    let Ok(pass) = principal.authorize(Permission::FlagRead, &ns) else { return };
+    let mut applied = app.flags.cache().subscribe();
+    let current = *applied.borrow_and_update();
+    let mut seen = from;
+    if from == 0 || from > current {
+        match app.flags.namespace_state(&pass, &ns).await {
+            Ok(state) => {
+                seen = state.revision;
+                let frame = json!({
+                    "type": "snapshot",
+                    "namespace": ns,
+                    "revision": state.revision,
+                    "flags": state.flags,
+                    "segments": state.segments,
+                });
+                if send(&mut socket, text(&frame)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = send(&mut socket, text(&json!({"type": "error", "message": e.to_string()}))).await;
+                return;
+            }
+        }
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        // Send everything committed since `seen`, in batches that never split a commit.
+        loop {
+            let (changes, last) = match app.flags.changes_since(&pass, &ns, seen, BATCH).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch could not read changes; will retry on the next commit");
+                    break;
+                }
+            };
+            for c in &changes {
+                let frame = json!({
+                    "type": "change",
+                    "namespace": c.namespace,
+                    "revision": c.revision,
+                    "kind": c.kind,
+                    "key": c.key,
+                    "deleted": c.after.is_none(),
+                    "after": c.after,
+                });
+                if send(&mut socket, text(&frame)).await.is_err() {
+                    return;
+                }
+            }
+            if last == seen {
+                break;
+            }
+            seen = last;
+        }
+        tokio::select! {
+            changed = applied.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if send(&mut socket, Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // axum answers pings itself; text from the client is ignored.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

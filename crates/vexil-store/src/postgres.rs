@@ -1,0 +1,622 @@
+//! The PostgreSQL backend: all flag state, the change feed and the audit log in one database,
+//! shared by any number of stateless replicas (DESIGN.md §5, the postgres mode).
+//!
+//! It owns the connection pool and its session settings (lock, statement and
+//! idle-in-transaction timeouts), the embedded migrations in `migrations/postgres/`, the
+//! commit discipline of [`FlagStore::commit`] (in `postgres/write.rs`), and the cross-process
+//! change notification behind [`ChangeFeed::subscribe`] (in `postgres/feed.rs`). Semantics are
+//! the SQLite backend's, exactly; both pass the same conformance suite.
+//!
+//! # Why commits lock one row
+//!
+//! Every commit runs at READ COMMITTED and starts by locking the single row of
+//! `revision_counter` (`UPDATE … SET revision = revision + 1` for a batch with writes,
+//! `SELECT … FOR UPDATE` for an audit-only batch). That one lock gives, across every process
+//! and replica on the database:
+//! - **no lost update**: the version checks run after the lock is granted, and at READ
+//!   COMMITTED each statement sees every commit that released it before, so the checks are
+//!   exact; the writes are still `UPDATE … WHERE version = $old` as a second guard;
+//! - **revisions visible in order**: a commit takes revision N + 1 only after the commit that
+//!   took N has become visible (PostgreSQL makes a transaction visible before it releases its
+//!   locks), so a reader that sees N + 1 also sees N, and `changes_since` never skips a revision
+//!   that commits later. A sequence would not give this: its values are handed out before
+//!   commit, and commits can land out of order;
+//! - **an unbroken audit chain**: `seq` and `prev_hash` are read and extended under the lock.
+//!
+//! The price is that commits are serialised, as they are in SQLite; a commit is a handful of
+//! short statements, and flag writes are rare next to evaluations (which never touch the
+//! store). SERIALIZABLE would not remove the serialisation (every commit touches the counter
+//! and the audit tail, so they would all conflict) and would turn waiting into aborts and
+//! retries. A `lock_timeout` bounds the wait: past it the commit fails with
+//! [`StoreError::Unavailable`] and nothing is written. Serialization failures and deadlocks,
+//! which this design does not produce but a hostile configuration might, are retried a few
+//! times and then reported as `Unavailable`.
+
+mod error;
+mod feed;
+mod write;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tokio::sync::{Mutex, watch};
+use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+
+use self::error::{TxError, from_json, from_migrate, from_sqlx, internal};
+use crate::{
+    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, NamespaceState, Page,
+    StoreError, Write,
+};
+
+/// The channel every commit notifies, with its revision as the payload.
+pub(crate) const NOTIFY_CHANNEL: &str = "vexil_changes";
+
+/// How long a caller waits for a pooled connection (including connecting) before
+/// [`StoreError::Unavailable`].
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per process. Writers queue in-process before taking one (see
+/// [`Inner::write_lock`]), so one is enough for commits; the rest serve reads, which are rare
+/// (evaluation runs on in-memory snapshots). The feed's listener has its own connection.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Session settings, unless the URL's `options` already sets them. `lock_timeout` bounds how
+/// long a commit waits for the revision row behind other replicas' commits;
+/// `statement_timeout` bounds any single statement; `idle_in_transaction_session_timeout`
+/// frees the revision row if a client stalls (or its network does) mid-commit.
+const SESSION_SETTINGS: [(&str, &str); 3] = [
+    ("lock_timeout", "10s"),
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
+
+/// Attempts of a commit that hit a serialization failure or deadlock.
+const COMMIT_ATTEMPTS: u32 = 4;
+
+/// Listing defaults shared by `list_flags` and `list_audit` (the trait's documented values).
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The PostgreSQL store. Cheap to clone: clones share the pool, the writer queue and the change
+/// notification. The feed's background tasks stop when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    pool: PgPool,
+    /// Queues this process's writers before they take a connection. PostgreSQL would serialise
+    /// them anyway on the revision row, but each waiter would pin a pooled connection (and an
+    /// open transaction) while it waits; queueing here is fair and leaves the pool to readers.
+    /// The row lock still serialises this process against the others.
+    write_lock: Mutex<()>,
+    /// The latest revision known to be committed: by this process (published right after its
+    /// commits) or by any other (from the feed's listener and poller).
+    revision_tx: watch::Sender<Revision>,
+    /// The listener and poller tasks, aborted when the store goes away.
+    feed: feed::Feed,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL), brings its schema up to date,
+    /// and starts following the change feed.
+    ///
+    /// Several replicas may connect to the same database at once: the migrator holds an
+    /// advisory lock while it runs.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached (or the database does not
+    /// exist), [`StoreError::Internal`] for a malformed URL, refused credentials, or a schema
+    /// that cannot be migrated.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // The URL may hold a password: it appears in no message.
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            internal(format!(
+                "postgres: the connection URL is not valid: {}",
+                redact(&e)
+            ))
+        })?;
+        let options = with_session_settings(options);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Duration::from_secs(600))
+            .connect_with(
+                options
+                    .clone()
+                    .application_name(options.get_application_name().unwrap_or("vexil")),
+            )
+            .await
+            .map_err(from_sqlx)?;
+        MIGRATOR.run(&pool).await.map_err(from_migrate)?;
+        let revision = {
+            let mut conn = pool.acquire().await.map_err(from_sqlx)?;
+            current_revision(&mut conn).await?
+        };
+        let (revision_tx, _) = watch::channel(revision);
+        let listen_options = options
+            .clone()
+            .application_name(options.get_application_name().unwrap_or("vexil-feed"));
+        let feed = feed::Feed::start(pool.clone(), listen_options, revision_tx.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                write_lock: Mutex::new(()),
+                revision_tx,
+                feed,
+            }),
+        })
+    }
+
+    /// Stops following the feed and closes the pool, waiting for in-flight work. Optional:
+    /// dropping the store is also safe.
+    pub async fn close(&self) {
+        self.inner.feed.stop();
+        self.inner.pool.close().await;
+    }
+}
+
+/// Adds [`SESSION_SETTINGS`] that the URL does not set itself.
+fn with_session_settings(options: PgConnectOptions) -> PgConnectOptions {
+    let given = options.get_options().unwrap_or_default().to_owned();
+    let missing: Vec<(&str, &str)> = SESSION_SETTINGS
+        .into_iter()
+        .filter(|(name, _)| !given.contains(name))
+        .collect();
+    if missing.is_empty() {
+        options
+    } else {
+        options.options(missing)
+    }
+}
+
+/// A URL parse error without the URL in it.
+fn redact(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Configuration(source) => source.to_string(),
+        _ => "unrecognised format".to_owned(),
+    }
+}
+
+impl Inner {
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Committed, StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut attempt = 1;
+        loop {
+            match self.try_commit(writes.clone(), audit.clone()).await {
+                Ok(committed) => {
+                    // Still under the writer lock, so this process publishes its revisions in
+                    // order (the feed may publish them too, or a later one: only increases
+                    // are sent).
+                    feed::publish(&self.revision_tx, committed.revision);
+                    return Ok(committed);
+                }
+                Err(TxError::Retry(e)) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt, "postgres: commit conflicted; retrying");
+                    attempt += 1;
+                    // A short, growing pause so that the conflicting transaction can finish.
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                }
+                Err(TxError::Retry(e)) => {
+                    return Err(StoreError::Unavailable {
+                        message: format!("postgres: commit conflicted {attempt} times: {e}"),
+                    });
+                }
+                Err(TxError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// One transaction. Nothing is written unless it returns `Ok`.
+    async fn try_commit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Committed, TxError> {
+        // READ COMMITTED explicitly, whatever the database's default: the design depends on
+        // each statement seeing the commits that released the revision row before it.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        match write::apply(&mut tx, writes, audit, now_millis()).await {
+            Ok(committed) => {
+                tx.commit().await?;
+                Ok(committed)
+            }
+            Err(e) => {
+                if let Err(rollback) = tx.rollback().await {
+                    // The connection goes back to the pool either way; sqlx rolls back any
+                    // transaction still open on it before reuse (or closes it).
+                    tracing::warn!(error = %rollback, "postgres: rollback after a failed commit");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl FlagStore for PostgresStore {
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Committed, StoreError> {
+        if writes.is_empty() && audit.is_empty() {
+            let revision = self.current_revision().await?;
+            return Ok(Committed {
+                revision,
+                results: Vec::new(),
+                audit: Vec::new(),
+            });
+        }
+        // The commit runs on its own task so that it completes, and its revision is published,
+        // even when the caller's future is dropped (an HTTP client that disconnects mid-request):
+        // a transaction abandoned between COMMIT being sent and its answer would leave the
+        // caller unable to tell what happened, and the local subscribers a poll interval late.
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.commit(writes, audit).await })
+            .await
+            .map_err(|e| internal(format!("postgres: commit task failed: {e}")))?
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+        let docs: Vec<(String,)> = sqlx::query_as("SELECT doc FROM namespaces ORDER BY key")
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(from_sqlx)?;
+        docs.iter().map(|(d,)| decode(d, "namespace")).collect()
+    }
+
+    async fn get_namespace(&self, key: &str) -> Result<Namespace, StoreError> {
+        let mut conn = self.conn().await?;
+        get_namespace(&mut conn, key).await
+    }
+
+    async fn get_flag(&self, namespace: &str, key: &str) -> Result<Flag, StoreError> {
+        let mut conn = self.conn().await?;
+        let doc: Option<(String,)> =
+            sqlx::query_as("SELECT doc FROM flags WHERE namespace = $1 AND key = $2")
+                .bind(namespace)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        match doc {
+            Some((doc,)) => decode(&doc, "flag"),
+            None => Err(missing(&mut conn, ResourceKind::Flag, namespace, key).await),
+        }
+    }
+
+    async fn list_flags(
+        &self,
+        namespace: &str,
+        query: &FlagQuery,
+    ) -> Result<Page<Flag>, StoreError> {
+        // One snapshot for the namespace check and the page.
+        let mut tx = self.read_tx().await?;
+        require_namespace(&mut tx, namespace).await?;
+        let limit = page_limit(query.limit);
+        // The needle is lower-cased by Rust, like the `search` column, so the match is
+        // Unicode-case-insensitive; `position` on bytes also needs no LIKE-wildcard escaping.
+        let needle = query
+            .text
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(str::to_lowercase);
+        // One row more than the page, to know whether another page follows.
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let docs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT f.key, f.doc FROM flags f \
+             WHERE f.namespace = $1 \
+               AND ($2::text IS NULL OR f.key > $2::text) \
+               AND ($3::bytea IS NULL OR EXISTS (SELECT 1 FROM flag_tags t \
+                    WHERE t.namespace = f.namespace AND t.tag = $3::bytea AND t.key = f.key)) \
+               AND ($4::bytea IS NULL OR position($4::bytea IN f.search) > 0) \
+             ORDER BY f.key LIMIT $5",
+        )
+        .bind(namespace)
+        .bind(query.cursor.as_deref())
+        .bind(query.tag.as_deref().map(str::as_bytes))
+        .bind(needle.as_deref().map(str::as_bytes))
+        .bind(fetch)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        let more = docs.len() > limit;
+        let items = docs
+            .iter()
+            .take(limit)
+            .map(|(_, doc)| decode::<Flag>(doc, "flag"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if more {
+            items.last().map(|f| f.key.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn get_segment(&self, namespace: &str, key: &str) -> Result<Segment, StoreError> {
+        let mut conn = self.conn().await?;
+        let doc: Option<(String,)> =
+            sqlx::query_as("SELECT doc FROM segments WHERE namespace = $1 AND key = $2")
+                .bind(namespace)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(from_sqlx)?;
+        match doc {
+            Some((doc,)) => decode(&doc, "segment"),
+            None => Err(missing(&mut conn, ResourceKind::Segment, namespace, key).await),
+        }
+    }
+
+    async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError> {
+        let mut tx = self.read_tx().await?;
+        require_namespace(&mut tx, namespace).await?;
+        let segments = list_segments(&mut tx, namespace).await?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        Ok(segments)
+    }
+
+    async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+        // REPEATABLE READ: one snapshot, taken by the first statement, so the revision and
+        // every row below are from the same instant.
+        let mut tx = self.read_tx().await?;
+        let revision = current_revision(&mut tx).await?;
+        let ns = get_namespace(&mut tx, namespace).await?;
+        let docs: Vec<(String,)> =
+            sqlx::query_as("SELECT doc FROM flags WHERE namespace = $1 ORDER BY key")
+                .bind(namespace)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        let flags = docs
+            .iter()
+            .map(|(d,)| decode(d, "flag"))
+            .collect::<Result<Vec<Flag>, _>>()?;
+        let segments = list_segments(&mut tx, namespace).await?;
+        // Read-only: ending it either way releases the snapshot.
+        tx.rollback().await.map_err(from_sqlx)?;
+        Ok(NamespaceState {
+            namespace: ns,
+            flags,
+            segments,
+            revision,
+        })
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for PostgresStore {
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        let mut conn = self.conn().await?;
+        current_revision(&mut conn).await
+    }
+
+    async fn changes_since(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let mut tx = self.read_tx().await?;
+        // Every commit has at least one change, so `limit` commits always cover `limit` changes.
+        let counts: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT revision, COUNT(*) FROM changes WHERE revision > $1 \
+             GROUP BY revision ORDER BY revision LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        // Whole commits only. A single commit larger than `limit` is returned alone and whole:
+        // splitting it would break the contract, and returning nothing would stall the consumer.
+        let mut taken = 0usize;
+        let mut upto = None;
+        for (revision, count) in counts {
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            if upto.is_some() && taken.saturating_add(count) > limit {
+                break;
+            }
+            taken = taken.saturating_add(count);
+            upto = Some(revision);
+        }
+        let Some(upto) = upto else {
+            tx.rollback().await.map_err(from_sqlx)?;
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT revision, namespace, kind, key, after FROM changes \
+             WHERE revision > $1 AND revision <= $2 ORDER BY revision, ordinal",
+        )
+        .bind(after)
+        .bind(upto)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        rows.into_iter()
+            .map(|(revision, namespace, kind, key, after)| {
+                Ok(Change {
+                    revision: to_u64(revision)?,
+                    namespace,
+                    kind: parse_kind(&kind)?,
+                    key,
+                    after: after.map(|a| decode(&a, "change")).transpose()?,
+                })
+            })
+            .collect()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.inner.revision_tx.subscribe()
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let after = i64::try_from(query.after_seq.unwrap_or(0)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(page_limit(query.limit)).unwrap_or(i64::MAX);
+        let docs: Vec<(String,)> = sqlx::query_as(
+            "SELECT doc FROM audit_events \
+             WHERE seq > $1 \
+               AND ($2::text IS NULL OR namespace = $2::text) \
+               AND ($3::text IS NULL OR kind = $3::text) \
+               AND ($4::text IS NULL OR key = $4::text) \
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(after)
+        .bind(query.namespace.as_deref())
+        .bind(query.kind.map(ResourceKind::as_str))
+        .bind(query.key.as_deref())
+        .bind(limit)
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(from_sqlx)?;
+        docs.iter().map(|(d,)| decode(d, "audit event")).collect()
+    }
+}
+
+impl PostgresStore {
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
+        self.inner.pool.acquire().await.map_err(from_sqlx)
+    }
+
+    /// A read-only transaction on one snapshot.
+    async fn read_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        self.inner
+            .pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(from_sqlx)
+    }
+}
+
+/// The trait's page-size rule: 0 means the default, anything above the cap is capped.
+fn page_limit(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
+pub(crate) async fn current_revision(conn: &mut PgConnection) -> Result<Revision, StoreError> {
+    let (revision,): (i64,) =
+        sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    to_u64(revision)
+}
+
+async fn get_namespace(conn: &mut PgConnection, key: &str) -> Result<Namespace, StoreError> {
+    let doc: Option<(String,)> = sqlx::query_as("SELECT doc FROM namespaces WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    match doc {
+        Some((doc,)) => decode(&doc, "namespace"),
+        None => Err(not_found(ResourceKind::Namespace, key, key)),
+    }
+}
+
+async fn list_segments(
+    conn: &mut PgConnection,
+    namespace: &str,
+) -> Result<Vec<Segment>, StoreError> {
+    let docs: Vec<(String,)> =
+        sqlx::query_as("SELECT doc FROM segments WHERE namespace = $1 ORDER BY key")
+            .bind(namespace)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    docs.iter().map(|(d,)| decode(d, "segment")).collect()
+}
+
+/// `NotFound` for the namespace when it is missing.
+async fn require_namespace(conn: &mut PgConnection, key: &str) -> Result<(), StoreError> {
+    let (exists,): (bool,) =
+        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM namespaces WHERE key = $1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+    if exists {
+        Ok(())
+    } else {
+        Err(not_found(ResourceKind::Namespace, key, key))
+    }
+}
+
+/// The error for a missing flag or segment: `NotFound` for the namespace when that is what is
+/// missing, else for the resource (or whatever went wrong finding out).
+async fn missing(
+    conn: &mut PgConnection,
+    kind: ResourceKind,
+    namespace: &str,
+    key: &str,
+) -> StoreError {
+    match require_namespace(conn, namespace).await {
+        Ok(()) => not_found(kind, namespace, key),
+        Err(e) => e,
+    }
+}
+
+fn not_found(kind: ResourceKind, namespace: &str, key: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        namespace: namespace.to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(doc: &str, what: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| from_json(&format!("decoding a stored {what}"), &e))
+}
+
+fn parse_kind(kind: &str) -> Result<ResourceKind, StoreError> {
+    match kind {
+        "namespace" => Ok(ResourceKind::Namespace),
+        "flag" => Ok(ResourceKind::Flag),
+        "segment" => Ok(ResourceKind::Segment),
+        other => Err(internal(format!("postgres: unknown resource kind {other:?}"))),
+    }
+}
+
+/// PostgreSQL's `bigint` is signed; versions, revisions and seqs are never negative.
+fn to_u64(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| internal(format!("postgres: negative counter {n}")))
+}
+
+fn to_i64(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| internal(format!("postgres: counter {n} out of range")))
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
