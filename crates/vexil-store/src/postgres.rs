@@ -602,7 +602,9 @@ fn parse_kind(kind: &str) -> Result<ResourceKind, StoreError> {
         "namespace" => Ok(ResourceKind::Namespace),
         "flag" => Ok(ResourceKind::Flag),
         "segment" => Ok(ResourceKind::Segment),
-        other => Err(internal(format!("postgres: unknown resource kind {other:?}"))),
+        other => Err(internal(format!(
+            "postgres: unknown resource kind {other:?}"
+        ))),
     }
 }
 

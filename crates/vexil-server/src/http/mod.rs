@@ -77,6 +77,47 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api().into_openapi()
 }
 
+/// Bodies declared up to this size are read and discarded after a 413, so the client, which is
+/// still sending, reliably reads the answer instead of a connection reset (nginx's "lingering
+/// close"). Larger declared bodies are refused at once.
+const DRAIN_LIMIT: u64 = 32 * 1024 * 1024;
+
+/// Refuses a body whose declared length exceeds [`BODY_LIMIT`] with a 413 problem before any
+/// handler runs. Bodies without a length are still cut off by `DefaultBodyLimit`.
+async fn refuse_oversized(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use futures_util::StreamExt;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let Some(len) = declared.filter(|l| *l > BODY_LIMIT as u64) else {
+        return next.run(req).await;
+    };
+    if len <= DRAIN_LIMIT {
+        let mut body = req.into_body().into_data_stream();
+        let drain = async { while let Some(Ok(_)) = body.next().await {} };
+        // Bounded in time as well as size: a client that stalls does not hold the task.
+        let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
+    }
+    let mut resp = problem::Problem::new(
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        "Payload too large",
+        "the request body exceeds the 1 MiB limit",
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 /// The full router: [`api`] plus the 404/405 fallbacks and the middleware.
 pub fn router(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
@@ -85,6 +126,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

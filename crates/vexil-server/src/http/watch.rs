@@ -84,7 +84,10 @@ async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), ()> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),
         Err(_) => {
-            let close = Message::Close(Some(CloseFrame { code: CLOSE_TOO_SLOW, reason: Utf8Bytes::from_static("consumer too slow") }));
+            let close = Message::Close(Some(CloseFrame {
+                code: CLOSE_TOO_SLOW,
+                reason: Utf8Bytes::from_static("consumer too slow"),
+            }));
             // Best effort: the peer is not reading, so this may not get through either.
             let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
             Err(())
@@ -92,8 +95,16 @@ async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), ()> {
     }
 }
 
-async fn stream(app: Arc<AppState>, principal: Principal, ns: String, from: Revision, mut socket: WebSocket) {
-    let Ok(pass) = principal.authorize(Permission::FlagRead, &ns) else { return };
+async fn stream(
+    app: Arc<AppState>,
+    principal: Principal,
+    ns: String,
+    from: Revision,
+    mut socket: WebSocket,
+) {
+    let Ok(pass) = principal.authorize(Permission::FlagRead, &ns) else {
+        return;
+    };
     let mut applied = app.flags.cache().subscribe();
     let current = *applied.borrow_and_update();
     let mut seen = from;
@@ -113,7 +124,11 @@ async fn stream(app: Arc<AppState>, principal: Principal, ns: String, from: Revi
                 }
             }
             Err(e) => {
-                let _ = send(&mut socket, text(&json!({"type": "error", "message": e.to_string()}))).await;
+                let _ = send(
+                    &mut socket,
+                    text(&json!({"type": "error", "message": e.to_string()})),
+                )
+                .await;
                 return;
             }
         }

@@ -209,7 +209,12 @@ async fn every_vexil_v1_service_reports_serving_over_grpc_health() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
     let s = Server::start();
     let addr = s.process.grpc.clone().expect("gRPC address");
-    let mut health = HealthClient::connect(addr).await.expect("connect");
+    let channel = Channel::from_shared(addr)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel);
     for service in [
         "vexil.v1.NamespaceService",
         "vexil.v1.FlagService",

@@ -8,7 +8,7 @@ mod conformance;
 mod crud;
 mod flagd_clients;
 mod grpc;
-mod watch;
 mod grpc_vexil;
 mod openapi;
 mod python_client;
+mod watch;

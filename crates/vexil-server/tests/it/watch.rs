@@ -8,18 +8,29 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixtures::{Server, bool_flag};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(s: &Server, query: &str) -> Ws {
-    let url = format!("{}/api/v1/namespaces/default/watch{query}", s.process.base.replace("http://", "ws://"));
-    tokio_tungstenite::connect_async(url).await.expect("websocket connect").0
+    let url = format!(
+        "{}/api/v1/namespaces/default/watch{query}",
+        s.process.base.replace("http://", "ws://")
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connect")
+        .0
 }
 
 /// The next JSON text frame, within 5 s.
 async fn next_json(ws: &mut Ws) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next()).await.expect("a frame in time").expect("open").expect("ok");
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("ok");
         if let Message::Text(t) = msg {
             return serde_json::from_str(&t).expect("json frame");
         }
@@ -29,17 +40,28 @@ async fn next_json(ws: &mut Ws) -> Value {
 #[tokio::test]
 async fn a_watcher_gets_a_snapshot_then_each_change_in_revision_order() {
     let s = Server::start();
-    s.post("/api/v1/namespaces/default/flags", &bool_flag("before")).await;
+    s.post("/api/v1/namespaces/default/flags", &bool_flag("before"))
+        .await;
     let mut ws = connect(&s, "").await;
     let snap = next_json(&mut ws).await;
     assert_eq!(snap["type"], "snapshot");
     assert_eq!(snap["flags"][0]["key"], "before");
-    let (status, _) = s.post("/api/v1/namespaces/default/flags", &bool_flag("after")).await;
+    let (status, _) = s
+        .post("/api/v1/namespaces/default/flags", &bool_flag("after"))
+        .await;
     assert_eq!(status, 201);
-    s.post("/api/v1/namespaces/default/flags/after/disable", &json!({})).await;
+    s.post("/api/v1/namespaces/default/flags/after/disable", &json!({}))
+        .await;
     let a = next_json(&mut ws).await;
     let b = next_json(&mut ws).await;
-    assert_eq!((a["type"].as_str(), a["key"].as_str(), a["after"]["state"].as_str()), (Some("change"), Some("after"), Some("ENABLED")));
+    assert_eq!(
+        (
+            a["type"].as_str(),
+            a["key"].as_str(),
+            a["after"]["state"].as_str()
+        ),
+        (Some("change"), Some("after"), Some("ENABLED"))
+    );
     assert_eq!(b["after"]["state"], "DISABLED");
     assert!(b["revision"].as_u64() > a["revision"].as_u64());
     assert!(a["revision"].as_u64() > snap["revision"].as_u64());
@@ -48,16 +70,24 @@ async fn a_watcher_gets_a_snapshot_then_each_change_in_revision_order() {
 #[tokio::test]
 async fn a_watcher_resuming_from_a_revision_gets_what_it_missed_and_nothing_before() {
     let s = Server::start();
-    s.post("/api/v1/namespaces/default/flags", &bool_flag("one")).await;
+    s.post("/api/v1/namespaces/default/flags", &bool_flag("one"))
+        .await;
     let (_, ready) = s.get("/readyz").await;
     let mark = ready["revision"].as_u64().expect("revision");
-    s.post("/api/v1/namespaces/default/flags", &bool_flag("two")).await;
+    s.post("/api/v1/namespaces/default/flags", &bool_flag("two"))
+        .await;
     s.delete("/api/v1/namespaces/default/flags/one").await;
     let mut ws = connect(&s, &format!("?fromRevision={mark}")).await;
     let first = next_json(&mut ws).await;
     let second = next_json(&mut ws).await;
-    assert_eq!((first["type"].as_str(), first["key"].as_str()), (Some("change"), Some("two")));
-    assert_eq!((second["key"].as_str(), second["deleted"].as_bool()), (Some("one"), Some(true)));
+    assert_eq!(
+        (first["type"].as_str(), first["key"].as_str()),
+        (Some("change"), Some("two"))
+    );
+    assert_eq!(
+        (second["key"].as_str(), second["deleted"].as_bool()),
+        (Some("one"), Some(true))
+    );
 }
 
 #[tokio::test]
@@ -65,10 +95,15 @@ async fn client_pings_are_answered_with_pongs() {
     let s = Server::start();
     let mut ws = connect(&s, "").await;
     next_json(&mut ws).await;
-    ws.send(Message::Ping(vec![1, 2, 3].into())).await.expect("ping");
+    ws.send(Message::Ping(vec![1, 2, 3].into()))
+        .await
+        .expect("ping");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.expect("pong in time") {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("pong in time")
+        {
             Some(Ok(Message::Pong(p))) => {
                 assert_eq!(&p[..], &[1, 2, 3]);
                 break;
@@ -82,10 +117,17 @@ async fn client_pings_are_answered_with_pongs() {
 #[tokio::test]
 async fn watching_an_unknown_namespace_is_a_404_before_any_upgrade() {
     let s = Server::start();
-    let url = format!("{}/api/v1/namespaces/nope/watch", s.process.base.replace("http://", "ws://"));
-    let err = tokio_tungstenite::connect_async(url).await.expect_err("refused");
+    let url = format!(
+        "{}/api/v1/namespaces/nope/watch",
+        s.process.base.replace("http://", "ws://")
+    );
+    let err = tokio_tungstenite::connect_async(url)
+        .await
+        .expect_err("refused");
     match err {
-        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status().as_u16(), 404),
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status().as_u16(), 404)
+        }
         other => panic!("unexpected error {other:?}"),
     }
 }

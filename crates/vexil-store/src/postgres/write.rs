@@ -36,8 +36,7 @@ pub(super) async fn apply(
         let (current,): (i64,) =
             sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton FOR UPDATE")
                 .fetch_one(&mut *conn)
-                .await
-                ?;
+                .await?;
         (to_u64(current)?, None)
     } else {
         let (next,): (i64,) = sqlx::query_as(
@@ -45,15 +44,13 @@ pub(super) async fn apply(
              RETURNING revision",
         )
         .fetch_one(&mut *conn)
-        .await
-        ?;
+        .await?;
         let next = to_u64(next)?;
         sqlx::query("INSERT INTO revisions (revision, committed_at) VALUES ($1, $2)")
             .bind(to_i64(next)?)
             .bind(now)
             .execute(&mut *conn)
-            .await
-            ?;
+            .await?;
         (next - 1, Some(next))
     };
 
@@ -71,8 +68,7 @@ pub(super) async fn apply(
         .bind(&applied.key)
         .bind(applied.after.as_ref().map(Value::to_string))
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
         results.push(applied.after);
     }
 
@@ -86,8 +82,7 @@ pub(super) async fn apply(
             .bind(NOTIFY_CHANNEL)
             .bind(revision.to_string())
             .execute(&mut *conn)
-            .await
-            ?;
+            .await?;
     }
 
     Ok(Committed {
@@ -186,8 +181,7 @@ async fn fetch_scoped<T: DeserializeOwned>(
         .bind(namespace)
         .bind(key)
         .fetch_optional(&mut *conn)
-        .await
-        ?;
+        .await?;
     row.map(|(version, doc)| Ok((to_u64(version)?, decode(&doc, what)?)))
         .transpose()
 }
@@ -215,7 +209,10 @@ fn expect_one_row(
 ) -> Result<(), TxError> {
     match result?.rows_affected() {
         1 => Ok(()),
-        n => Err(internal(format!("postgres: compare-and-set on {what} touched {n} rows")).into()),
+        n => Err(internal(format!(
+            "postgres: compare-and-set on {what} touched {n} rows"
+        ))
+        .into()),
     }
 }
 
@@ -229,8 +226,7 @@ async fn put_namespace(
         sqlx::query_as("SELECT version, doc FROM namespaces WHERE key = $1")
             .bind(&ns.key)
             .fetch_optional(&mut *conn)
-            .await
-            ?;
+            .await?;
     let existing: Option<(u64, Namespace)> = row
         .map(|(v, doc)| Ok::<_, StoreError>((to_u64(v)?, decode(&doc, "namespace")?)))
         .transpose()?;
@@ -245,13 +241,15 @@ async fn put_namespace(
     if let Some((old_version, old)) = &existing {
         ns.created_at = old.created_at;
         let (value, doc) = to_json(&ns, "namespace")?;
-        let result = sqlx::query("UPDATE namespaces SET version = $2, doc = $3 WHERE key = $1 AND version = $4")
-            .bind(&ns.key)
-            .bind(to_i64(ns.version)?)
-            .bind(doc)
-            .bind(to_i64(*old_version)?)
-            .execute(&mut *conn)
-            .await;
+        let result = sqlx::query(
+            "UPDATE namespaces SET version = $2, doc = $3 WHERE key = $1 AND version = $4",
+        )
+        .bind(&ns.key)
+        .bind(to_i64(ns.version)?)
+        .bind(doc)
+        .bind(to_i64(*old_version)?)
+        .execute(&mut *conn)
+        .await;
         expect_one_row(result, "a namespace")?;
         return Ok(Applied {
             kind,
@@ -266,8 +264,7 @@ async fn put_namespace(
         .bind(to_i64(ns.version)?)
         .bind(doc)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
     Ok(Applied {
         kind,
         namespace: ns.key.clone(),
@@ -285,8 +282,7 @@ async fn delete_namespace(
     let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM namespaces WHERE key = $1")
         .bind(&key)
         .fetch_optional(&mut *conn)
-        .await
-        ?;
+        .await?;
     let stored = row.map(|(v,)| to_u64(v)).transpose()?;
     check(expect, stored, kind, &key, &key)?;
     let Some(stored) = stored else {
@@ -298,8 +294,7 @@ async fn delete_namespace(
     )
     .bind(&key)
     .fetch_one(&mut *conn)
-    .await
-    ?;
+    .await?;
     if occupied {
         return Err(StoreError::NamespaceNotEmpty { namespace: key }.into());
     }
@@ -368,8 +363,7 @@ async fn put_flag(
                 .bind(&flag.namespace)
                 .bind(&flag.key)
                 .execute(&mut *conn)
-                .await
-                ?;
+                .await?;
         }
         None => {
             sqlx::query(
@@ -382,8 +376,7 @@ async fn put_flag(
             .bind(search.as_bytes())
             .bind(doc)
             .execute(&mut *conn)
-            .await
-            ?;
+            .await?;
         }
     }
     // A tag listed twice is one row (the document keeps the list as given). One statement for
@@ -403,8 +396,7 @@ async fn put_flag(
         .bind(&flag.key)
         .bind(tags)
         .execute(&mut *conn)
-        .await
-        ?;
+        .await?;
     }
     Ok(Applied {
         kind,
@@ -465,8 +457,7 @@ async fn put_segment(
             .bind(to_i64(segment.version)?)
             .bind(doc)
             .execute(&mut *conn)
-            .await
-            ?;
+            .await?;
         }
     }
     Ok(Applied {
@@ -494,8 +485,7 @@ async fn delete_scoped(
         .bind(&namespace)
         .bind(&key)
         .fetch_optional(&mut *conn)
-        .await
-        ?;
+        .await?;
     let stored = row.map(|(v,)| to_u64(v)).transpose()?;
     check(expect, stored, kind, &namespace, &key)?;
     if stored.is_none() {
@@ -529,8 +519,7 @@ async fn append_audit(
     let last: Option<(i64, String)> =
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
-            .await
-            ?;
+            .await?;
     let (mut seq, mut prev_hash) = match last {
         Some((seq, hash)) => (to_u64(seq)?, hash),
         None => (0, String::new()),
