@@ -737,16 +737,39 @@ fn context_data<'a>(
     if let Some(ctx) = ctx {
         for (k, v) in ctx {
             if k != "$flagd" {
-                entries.push((k.as_str(), to_data(arena, v)));
+                push_data(&mut entries, arena, k, v);
             }
         }
     }
     for (k, v) in static_ctx {
         if k != "$flagd" && !ctx.is_some_and(|c| c.contains_key(k)) {
-            entries.push((k.as_str(), to_data(arena, v)));
+            push_data(&mut entries, arena, k, v);
         }
     }
     entries.into_bump_slice()
+}
+
+/// Appends `(k, v)` as engine data. Each arm pushes its own variant: building the value first
+/// and pushing it after the match made the compiler assemble it on the stack byte by byte and
+/// reload it whole, a store-forwarding stall per attribute (~40 ns of a 160 ns evaluation).
+#[inline(always)]
+fn push_data<'a>(
+    entries: &mut bumpalo::collections::Vec<'a, (&'a str, DataValue<'a>)>,
+    arena: &'a Bump,
+    k: &'a str,
+    v: &'a Value,
+) {
+    match v {
+        Value::Null => entries.push((k, DataValue::Null)),
+        Value::Bool(b) => entries.push((k, DataValue::Bool(*b))),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => entries.push((k, DataValue::from_i64(i))),
+            (None, Some(f)) => entries.push((k, DataValue::from_f64(f))),
+            (None, None) => entries.push((k, DataValue::Null)),
+        },
+        Value::String(s) => entries.push((k, DataValue::String(s))),
+        Value::Array(_) | Value::Object(_) => entries.push((k, container_to_data(arena, v))),
+    }
 }
 
 /// The data a rule sees: `base` (see [`context_data`]) plus `$flagd.{flagKey,timestamp}`.
@@ -769,8 +792,7 @@ fn root_data<'a>(
 /// Converts a JSON value to engine data, borrowing its strings. Depth is bounded by
 /// [`context_entries`].
 ///
-/// Scalars are converted inline at the call site: returning the 24-byte value through memory
-/// from an out-of-line call cost a store-forwarding stall per context attribute.
+/// Scalars are converted inline at the call site; containers out of line.
 #[inline(always)]
 fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
     match v {

@@ -7,5 +7,6 @@
 //! so the same expectations are checked at every layer.
 
 pub mod gherkin;
+pub mod postgres;
 pub mod server;
 pub mod testbed;

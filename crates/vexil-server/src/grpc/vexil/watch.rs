@@ -20,15 +20,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vexil_core::domain::{Change, Revision};
+use vexil_core::domain::{Change, ResourceKind, Revision};
 use vexil_proto::vexil::v1 as pb;
 use vexil_service::{Permission, Principal};
 use vexil_store::NamespaceState;
 
-use super::super::convert::{from_json, status};
-use super::super::flagd::caller;
 use super::{VexilApi, namespace};
 use crate::AppState;
+use crate::grpc::convert::{from_json, status};
+use crate::grpc::flagd::caller;
 
 /// Events queued per stream before the producer waits for the consumer.
 pub const BUFFER: usize = 64;
@@ -104,38 +104,36 @@ fn event(c: Change, snapshot: bool) -> pb::WatchEvent {
     }
 }
 
-/// The snapshot of a namespace as events: flags, then segments, each in key order.
+/// A stored resource as JSON, as the change log records it.
+fn json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// The snapshot of a namespace as events: flags, then segments, each in key order, all at the
+/// revision the state was read at.
 fn snapshot_events(state: NamespaceState) -> impl Iterator<Item = pb::WatchEvent> {
-    let rev = state.revision;
-    let ns = state.namespace.key;
-    let change = move |kind, key: String, after: Value| Change {
-        revision: rev,
-        namespace: ns.clone(),
-        kind,
-        key,
-        after: Some(after),
-    };
-    let as_json = |v: serde_json::Result<Value>| v.unwrap_or(Value::Null);
-    let flags: Vec<_> = state
+    let revision = state.revision;
+    let namespace = state.namespace.key;
+    let flags = state
         .flags
         .into_iter()
-        .map(|f| {
-            let json = as_json(serde_json::to_value(&f));
-            (vexil_core::domain::ResourceKind::Flag, f.key, json)
-        })
-        .collect();
-    let segments: Vec<_> = state
+        .map(|f| (ResourceKind::Flag, json(&f), f.key));
+    let segments = state
         .segments
         .into_iter()
-        .map(|s| {
-            let json = as_json(serde_json::to_value(&s));
-            (vexil_core::domain::ResourceKind::Segment, s.key, json)
-        })
-        .collect();
-    flags
-        .into_iter()
-        .chain(segments)
-        .map(move |(kind, key, after)| event(change(kind, key, after), true))
+        .map(|s| (ResourceKind::Segment, json(&s), s.key));
+    flags.chain(segments).map(move |(kind, after, key)| {
+        event(
+            Change {
+                revision,
+                namespace: namespace.clone(),
+                kind,
+                key,
+                after: Some(after),
+            },
+            true,
+        )
+    })
 }
 
 /// Sends the snapshot (if any), then every change after it, until the consumer leaves.

@@ -1,0 +1,383 @@
+//! Runs the conformance suite against the PostgreSQL backend, on a fresh database per test
+//! (`vexil_testkit::postgres`: the machine's server, `VEXIL_TEST_PG_URL`, or a private
+//! cluster), plus what only a shared server can show: two stores (two replicas) on one
+//! database, a subscriber woken by another store's commits, a feed that survives losing its
+//! connection, lock waits that end in `Unavailable`, and errors that name no secret.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use vexil_store::postgres::PostgresStore;
+use vexil_store::{ChangeFeed, Expect, FlagQuery, FlagStore, StoreError};
+use vexil_testkit::postgres::{Database, fresh_database};
+
+use crate::conformance::{
+    self, assert_chain_verifies, commit_audited, flag, namespace, put_flag, put_ns,
+};
+
+/// How long any wait in these tests may take before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How soon another store's subscriber must hear of a commit when notifications work: well
+/// under the 1 s poll, so only LISTEN/NOTIFY can meet it reliably.
+const NOTIFIED_WITHIN: Duration = Duration::from_millis(400);
+
+/// A store on a new database; the guard drops the database.
+async fn fresh() -> (PostgresStore, Database) {
+    let (url, db) = fresh_database().await;
+    let store = PostgresStore::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name()));
+    (store, db)
+}
+
+/// Instantiates each named conformance check as a test on a fresh database.
+macro_rules! conformance_tests {
+    ($($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let (store, db) = fresh().await;
+                conformance::$check(&store).await;
+                store.close().await;
+                drop(db);
+            }
+        )+
+    };
+}
+
+/// The suite, on the backend as the server runs it.
+mod suite {
+    use super::*;
+
+    conformance_tests!(
+        namespaces_round_trip_through_create_update_and_delete,
+        flags_round_trip_with_every_field_preserved,
+        segments_round_trip_through_create_update_and_delete,
+        versions_start_at_one_and_increase_by_one_per_update,
+        creating_an_existing_resource_is_already_exists,
+        stale_version_is_rejected_and_nothing_is_written,
+        conditions_on_missing_resources_are_not_found,
+        a_failing_write_rolls_back_the_whole_batch,
+        flags_and_segments_in_an_unknown_namespace_are_not_found_for_the_namespace,
+        a_namespace_with_flags_or_segments_cannot_be_deleted,
+        a_batch_applies_its_writes_in_order,
+        an_empty_batch_is_a_no_op_at_the_current_revision,
+        an_audit_only_batch_appends_its_events_without_a_new_revision,
+        revisions_strictly_increase_and_a_batch_shares_one,
+        changes_since_returns_commits_in_order_and_resumes_from_any_revision,
+        changes_since_respects_the_limit_without_splitting_a_commit,
+        subscribers_observe_every_committed_revision_eventually,
+        audit_events_get_contiguous_seqs_and_a_verifiable_hash_chain,
+        audit_events_keep_what_the_writer_recorded_and_can_be_filtered,
+        flag_listing_pages_in_key_order_with_a_cursor,
+        flag_listing_filters_by_tag_and_text,
+        listing_limits_default_to_100_and_cap_at_1000,
+        load_namespace_returns_everything_at_the_current_revision,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice() {
+        let (store, db) = fresh().await;
+        let store = Arc::new(store);
+        conformance::concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice(
+            Arc::clone(&store),
+        )
+        .await;
+        store.close().await;
+        drop(db);
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_store() {
+        let (url, db) = fresh_database().await;
+        conformance::state_survives_reopening_the_store(|| {
+            let url = url.clone();
+            async move { PostgresStore::connect(&url).await.expect("connect") }
+        })
+        .await;
+        drop(db);
+    }
+}
+
+/// The harness gives the suite databases whose default collation is not byte order, so the
+/// listing checks above prove that key order comes from `COLLATE "C"`, not from luck.
+#[tokio::test]
+async fn test_databases_sort_text_differently_from_byte_order() {
+    let (url, db) = fresh_database().await;
+    let mut conn = PgConnection::connect(&url).await.expect("connect");
+    let (a_before_b,): (bool,) = sqlx::query_as("SELECT 'a' < 'B'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("query");
+    assert!(
+        a_before_b,
+        "the test database {} sorts in byte order; the collation checks prove nothing",
+        db.name()
+    );
+    conn.close().await.expect("close");
+}
+
+/// Two stores on one database stand for two replicas: the revision row lock, not the
+/// in-process writer queue, must keep CAS, revisions and the audit chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_database_serialise_their_writes() {
+    let (url, db) = fresh_database().await;
+    let a = PostgresStore::connect(&url).await.expect("connect a");
+    let b = PostgresStore::connect(&url).await.expect("connect b");
+    commit_audited(
+        &a,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_flag(flag("prod", "hot"), Expect::Absent),
+        ],
+    )
+    .await;
+    let per_store = 30;
+    let (ra, rb) = tokio::join!(
+        tokio::spawn({
+            let a = a.clone();
+            async move { conformance::cas_increments(&a, 0, per_store).await }
+        }),
+        tokio::spawn({
+            let b = b.clone();
+            async move { conformance::cas_increments(&b, 1, per_store).await }
+        }),
+    );
+    ra.expect("writer a");
+    rb.expect("writer b");
+    let hot = a.get_flag("prod", "hot").await.expect("get");
+    assert_eq!(hot.version, 2 * per_store + 1);
+    assert_eq!(
+        hot.definition.metadata.get("count"),
+        Some(&serde_json::json!(2 * per_store))
+    );
+    assert_eq!(b.get_flag("prod", "hot").await.expect("get"), hot);
+    let revision = a.current_revision().await.expect("revision");
+    assert_eq!(b.current_revision().await.expect("revision"), revision);
+    // Every revision from 1 is there, once, in order: no gaps from out-of-order commits.
+    let revisions: Vec<u64> = b
+        .changes_since(0, usize::MAX)
+        .await
+        .expect("changes")
+        .iter()
+        .map(|c| c.revision)
+        .collect();
+    assert_eq!(revisions, (1..=revision).collect::<Vec<_>>());
+    assert_chain_verifies(&conformance::all_audit(&b).await);
+    a.close().await;
+    b.close().await;
+    drop(db);
+}
+
+/// Waits until `rx` shows at least `revision` and returns how long that took.
+async fn time_until(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) -> Duration {
+    let start = Instant::now();
+    tokio::time::timeout(PATIENCE, rx.wait_for(|r| *r >= revision))
+        .await
+        .unwrap_or_else(|_| panic!("still at {} after {PATIENCE:?}, expected {revision}", *rx.borrow()))
+        .expect("the revision channel closed");
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stores_commits_wake_a_subscriber_by_notification() {
+    let (url, db) = fresh_database().await;
+    let writer = PostgresStore::connect(&url).await.expect("connect writer");
+    let reader = PostgresStore::connect(&url).await.expect("connect reader");
+    let mut rx = reader.subscribe();
+    let c = commit_audited(&writer, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    time_until(&mut rx, c.revision).await;
+    // Commits at random points of the poll cycle: the poll alone would average 500 ms.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(137 * (i + 1))).await;
+        let c = commit_audited(
+            &writer,
+            vec![put_flag(flag("prod", &format!("f{i}")), Expect::Absent)],
+        )
+        .await;
+        let took = time_until(&mut rx, c.revision).await;
+        assert!(
+            took < NOTIFIED_WITHIN,
+            "commit {i} reached the other store's subscriber after {took:?}"
+        );
+    }
+    writer.close().await;
+    reader.close().await;
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_keeps_up_after_its_listen_connection_is_killed() {
+    let (url, db) = fresh_database().await;
+    let writer = PostgresStore::connect(&url).await.expect("connect writer");
+    let reader = PostgresStore::connect(&url).await.expect("connect reader");
+    let mut rx = reader.subscribe();
+    commit_audited(&writer, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+
+    // Kill every listening session on this database (the feed's own connection).
+    let mut admin = PgConnection::connect(&url).await.expect("connect admin");
+    let (killed,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'vexil-feed' \
+           AND pid <> pg_backend_pid()) AS t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("terminate listeners");
+    assert_eq!(killed, 2, "one listener per store");
+    admin.close().await.expect("close");
+
+    // A commit right away lands while nobody listens: the poll (or the reconnect) brings it.
+    let c = commit_audited(&writer, vec![put_flag(flag("prod", "a"), Expect::Absent)]).await;
+    time_until(&mut rx, c.revision).await;
+
+    // And the listener comes back: commits are announced promptly again.
+    let deadline = Instant::now() + PATIENCE;
+    let mut i = 0;
+    loop {
+        i += 1;
+        let c = commit_audited(
+            &writer,
+            vec![put_flag(flag("prod", &format!("b{i}")), Expect::Absent)],
+        )
+        .await;
+        let took = time_until(&mut rx, c.revision).await;
+        if took < Duration::from_millis(100) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the listener did not come back within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    writer.close().await;
+    reader.close().await;
+    drop(db);
+}
+
+/// A commit queued behind a lock it cannot get gives up at `lock_timeout` (set here through
+/// the URL, which the store honours over its own default), with `Unavailable` and nothing
+/// written.
+#[tokio::test]
+async fn a_commit_that_cannot_get_the_revision_lock_is_unavailable_and_writes_nothing() {
+    let (url, db) = fresh_database().await;
+    let short = format!("{url}?options[lock_timeout]=300ms");
+    let store = PostgresStore::connect(&short).await.expect("connect");
+    commit_audited(&store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let before = store.current_revision().await.expect("revision");
+
+    let mut holder = PgConnection::connect(&url).await.expect("connect holder");
+    sqlx::query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    sqlx::query("SELECT revision FROM revision_counter FOR UPDATE")
+        .execute(&mut holder)
+        .await
+        .expect("lock");
+
+    let started = Instant::now();
+    let err = store
+        .commit(
+            vec![put_flag(flag("prod", "blocked"), Expect::Absent)],
+            vec![conformance::event(
+                "flag.put",
+                vexil_core::domain::ResourceKind::Flag,
+                "prod",
+                "blocked",
+            )],
+        )
+        .await
+        .expect_err("must time out");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    assert!(started.elapsed() < PATIENCE);
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+    holder.close().await.expect("close");
+    assert_eq!(store.current_revision().await.expect("revision"), before);
+    assert!(matches!(
+        store.get_flag("prod", "blocked").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(conformance::all_audit(&store).await.len(), 1);
+    // The lock is free again, and so is the store.
+    commit_audited(
+        &store,
+        vec![put_flag(flag("prod", "blocked"), Expect::Absent)],
+    )
+    .await;
+    store.close().await;
+    drop(db);
+}
+
+/// PostgreSQL `text` cannot hold NUL; names, descriptions and tags can. They must store,
+/// filter and read back like any other character, never fail the commit.
+#[tokio::test]
+async fn names_descriptions_and_tags_with_nul_characters_store_and_filter() {
+    let (store, db) = fresh().await;
+    commit_audited(&store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let mut f = flag("prod", "nul");
+    f.name = "before\0after".into();
+    f.description = "\0".into();
+    f.tags = vec!["a\0b".into(), "a".into()];
+    commit_audited(&store, vec![put_flag(f.clone(), Expect::Absent)]).await;
+    let got = store.get_flag("prod", "nul").await.expect("get");
+    assert_eq!((got.name.as_str(), got.tags.clone()), (f.name.as_str(), f.tags));
+    let keys = |tag: Option<&str>, text: Option<&str>| {
+        let store = &store;
+        let query = FlagQuery {
+            tag: tag.map(String::from),
+            text: text.map(String::from),
+            ..FlagQuery::default()
+        };
+        async move {
+            store
+                .list_flags("prod", &query)
+                .await
+                .expect("list")
+                .items
+                .into_iter()
+                .map(|f| f.key)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(keys(Some("a\0b"), None).await, ["nul"]);
+    assert!(keys(Some("a\0"), None).await.is_empty());
+    assert_eq!(keys(None, Some("E\0A")).await, ["nul"]);
+    assert!(keys(None, Some("e\0x")).await.is_empty());
+    store.close().await;
+    drop(db);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_a_missing_database_is_unavailable() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PostgresStore::connect("postgres://postgres@127.0.0.1:1/postgres")
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+
+    let (url, db) = fresh_database().await;
+    let missing = url.replace(db.name(), "vexil_test_no_such_database");
+    let err = PostgresStore::connect(&missing)
+        .await
+        .expect_err("no such database");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+    drop(db);
+}
+
+#[tokio::test]
+async fn a_malformed_url_is_refused_without_repeating_its_password() {
+    let err = PostgresStore::connect("postgres://vexil:hunter2-secret@db:notaport/vexil")
+        .await
+        .expect_err("malformed");
+    assert!(matches!(err, StoreError::Internal { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
