@@ -819,7 +819,9 @@ fn container_to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
         }
         Value::Object(m) => {
             let mut out = bumpalo::collections::Vec::with_capacity_in(m.len(), arena);
-            out.extend(m.iter().map(|(k, i)| (k.as_str(), to_data(arena, i))));
+            for (k, i) in m {
+                push_data(&mut out, arena, k, i);
+            }
             DataValue::Object(out.into_bump_slice())
         }
         _ => to_data(arena, v),

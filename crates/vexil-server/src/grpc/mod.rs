@@ -56,6 +56,9 @@ pub async fn serve(
         .set_serving::<pb::evaluation_service_server::EvaluationServiceServer<vexil::VexilApi>>()
         .await;
     health_reporter
+        .set_serving::<pb::audit_service_server::AuditServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
         .set_serving::<pb::watch_service_server::WatchServiceServer<vexil::VexilApi>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -83,6 +86,8 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE);
     let evaluation = pb::evaluation_service_server::EvaluationServiceServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE);
+    let audit = pb::audit_service_server::AuditServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
     let watch = pb::watch_service_server::WatchServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE);
 
@@ -100,6 +105,7 @@ pub async fn serve(
         .add_service(segments)
         .add_service(import_export)
         .add_service(evaluation)
+        .add_service(audit)
         .add_service(watch)
         .add_optional_service(reflection);
     router

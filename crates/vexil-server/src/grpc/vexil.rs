@@ -813,3 +813,66 @@ mod tests {
         assert!(e.message().contains("format:"), "{}", e.message());
     }
 }
+
+fn audit_message(e: &vexil_core::domain::AuditEvent) -> pb::AuditEvent {
+    pb::AuditEvent {
+        id: e.id.clone(),
+        seq: e.seq,
+        at_ms: e.at,
+        actor: Some(pb::Actor {
+            kind: e.actor.kind.clone(),
+            id: e.actor.id.clone(),
+        }),
+        action: e.action.clone(),
+        kind: e.kind.as_str().to_owned(),
+        namespace: e.namespace.clone(),
+        key: e.key.clone(),
+        before: e.before.as_ref().map(from_json),
+        after: e.after.as_ref().map(from_json),
+        request_id: e.request_id.clone(),
+        source_ip: e.source_ip.clone(),
+        prev_hash: e.prev_hash.clone(),
+        hash: e.hash.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::audit_service_server::AuditService for VexilApi {
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = req.get_ref();
+        let kind = match r.kind.as_str() {
+            "" => None,
+            "flag" => Some(vexil_core::domain::ResourceKind::Flag),
+            "segment" => Some(vexil_core::domain::ResourceKind::Segment),
+            "namespace" => Some(vexil_core::domain::ResourceKind::Namespace),
+            other => {
+                return Err(invalid(
+                    "kind",
+                    format!("must be flag, segment or namespace, not {other:?}"),
+                ));
+            }
+        };
+        let query = vexil_store::AuditQuery {
+            namespace: non_empty(&r.namespace),
+            kind,
+            key: non_empty(&r.key),
+            after_seq: (r.after_seq > 0).then_some(r.after_seq),
+            limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
+        };
+        let scope = query.namespace.clone().unwrap_or_else(|| "*".into());
+        let p = caller(&req);
+        let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
+        let events = self
+            .0
+            .flags
+            .list_audit(&pass, &query)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            events: events.iter().map(audit_message).collect(),
+        }))
+    }
+}

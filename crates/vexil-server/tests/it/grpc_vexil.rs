@@ -221,6 +221,7 @@ async fn every_vexil_v1_service_reports_serving_over_grpc_health() {
         "vexil.v1.SegmentService",
         "vexil.v1.ImportExportService",
         "vexil.v1.EvaluationService",
+        "vexil.v1.AuditService",
         "vexil.v1.WatchService",
     ] {
         let r = health
@@ -1689,4 +1690,54 @@ async fn the_same_operations_over_rest_and_grpc_leave_identical_state_and_audit(
         rest["namespaces"]["items"][1]["evaluationContext"],
         json!({"region": "eu"})
     );
+}
+
+#[tokio::test]
+async fn the_audit_log_over_grpc_is_the_one_rest_serves() {
+    let s = Server::start();
+    s.post(
+        "/api/v1/namespaces/default/flags",
+        &crate::fixtures::bool_flag("audited"),
+    )
+    .await;
+    s.post(
+        "/api/v1/namespaces/default/flags/audited/disable",
+        &json!({}),
+    )
+    .await;
+    let addr = s.process.grpc.clone().expect("gRPC address");
+    let channel = Channel::from_shared(addr)
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(channel);
+    let events = audit
+        .list_audit(pb::ListAuditRequest {
+            namespace: "default".into(),
+            kind: "flag".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .events;
+    let (_, rest) = s.get("/api/v1/audit?namespace=default&kind=flag").await;
+    let rest = rest["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), rest.len());
+    for (g, r) in events.iter().zip(&rest) {
+        assert_eq!(g.id, r["id"].as_str().unwrap_or_default());
+        assert_eq!(g.hash, r["hash"].as_str().unwrap_or_default());
+        assert_eq!(g.action, r["action"].as_str().unwrap_or_default());
+        assert_eq!(from_value(g.after.as_ref()), r.get("after").cloned());
+    }
+    let bad = audit
+        .list_audit(pb::ListAuditRequest {
+            kind: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("invalid kind");
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 }

@@ -1,5 +1,7 @@
 //! Integration tests of `vexil-store`: the backend-agnostic conformance suite
-//! ([`conformance`]) and one module per backend that runs it against a real store.
+//! ([`conformance`]) and one module per backend that runs it against a real store (SQLite
+//! files and memory; PostgreSQL databases from `vexil_testkit::postgres`).
 
 mod conformance;
+mod postgres;
 mod sqlite;
