@@ -37,11 +37,12 @@ pub struct Config {
     /// SQLite database file for the embedded store.
     #[arg(long, env = "VEXIL_DATA", default_value = "./vexil.db")]
     pub data: PathBuf,
-    /// PostgreSQL URL (selects the postgres mode; not yet available).
-    #[arg(long, env = "DB_URL")]
+    /// PostgreSQL URL: selects the postgres mode (every store in PostgreSQL).
+    #[arg(long, env = "DB_URL", hide_env_values = true)]
     pub db_url: Option<String>,
     /// etcd endpoints, comma-separated (with DB_URL: the distributed mode; not yet available).
-    #[arg(long, env = "ETCD_ENDPOINTS")]
+    /// Its value is hidden from `--help` like DB_URL's, since URLs may carry credentials.
+    #[arg(long, env = "ETCD_ENDPOINTS", hide_env_values = true)]
     pub etcd_endpoints: Option<String>,
     /// `json` or `pretty`; defaults to pretty on a terminal, JSON otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum)]

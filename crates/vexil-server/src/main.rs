@@ -17,18 +17,27 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(config.log_format);
 
-    // 2. Stores.
-    if config.db_url.is_some() || config.etcd_endpoints.is_some() {
+    // 2. Stores: DB_URL alone selects the postgres mode, neither it nor ETCD_ENDPOINTS the
+    //    embedded SQLite store.
+    if config.etcd_endpoints.is_some() {
         bail!(
-            "DB_URL / ETCD_ENDPOINTS select the postgres and distributed modes, which this build does not provide yet; unset them to use the embedded SQLite store"
+            "ETCD_ENDPOINTS selects the distributed mode, which this build does not provide yet; unset it to use DB_URL (the postgres mode) or the embedded SQLite store"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(
-        vexil_store::sqlite::SqliteStore::open(&config.data)
+    let store: Arc<dyn Store> = if let Some(url) = &config.db_url {
+        // The URL may carry a password: it is never logged.
+        let store = vexil_store::postgres::PostgresStore::connect(url)
             .await
-            .with_context(|| format!("opening the SQLite store at {}", config.data.display()))?,
-    );
-    tracing::info!(path = %config.data.display(), "embedded SQLite store open");
+            .context("connecting to the PostgreSQL store (DB_URL)")?;
+        tracing::info!("PostgreSQL store connected");
+        Arc::new(store)
+    } else {
+        let store = vexil_store::sqlite::SqliteStore::open(&config.data)
+            .await
+            .with_context(|| format!("opening the SQLite store at {}", config.data.display()))?;
+        tracing::info!(path = %config.data.display(), "embedded SQLite store open");
+        Arc::new(store)
+    };
 
     // 3. Services: the snapshot is loaded before any listener opens, so readiness is honest.
     let fractional = match config.fractional {

@@ -75,6 +75,11 @@ const SESSION_SETTINGS: [(&str, &str); 3] = [
     ("idle_in_transaction_session_timeout", "60s"),
 ];
 
+/// How long a commit waits in this process's writer queue before [`StoreError::Unavailable`]:
+/// a backlog this long means the database is not keeping up, and failing fast (503 with
+/// `Retry-After` at the API) beats piling up requests.
+const WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Attempts of a commit that hit a serialization failure or deadlock.
 const COMMIT_ATTEMPTS: u32 = 4;
 
@@ -193,7 +198,13 @@ impl Inner {
         writes: Vec<Write>,
         audit: Vec<AuditEvent>,
     ) -> Result<Committed, StoreError> {
-        let _writer = self.write_lock.lock().await;
+        let _writer = tokio::time::timeout(WRITE_QUEUE_TIMEOUT, self.write_lock.lock())
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                message: format!(
+                    "postgres: earlier commits of this process still running after {WRITE_QUEUE_TIMEOUT:?}"
+                ),
+            })?;
         let mut attempt = 1;
         loop {
             match self.try_commit(writes.clone(), audit.clone()).await {

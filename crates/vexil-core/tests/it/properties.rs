@@ -579,7 +579,7 @@ fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 #[test]
 fn a_100_000_deep_rule_is_rejected_with_parse_error_without_overflowing_the_stack() {
     const DEPTH: usize = 100_000;
-    assert!(DEPTH > MAX_RULE_DEPTH);
+    const { assert!(DEPTH > MAX_RULE_DEPTH) };
     let rule = deep_rule(DEPTH);
     on_small_stack(move || {
         // The definition is built in code: `FlagDocument::from_value` cannot take it yet (see

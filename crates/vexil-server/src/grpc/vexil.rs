@@ -756,64 +756,6 @@ impl pb::evaluation_service_server::EvaluationService for VexilApi {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flag() -> pb::Flag {
-        pb::Flag {
-            namespace: "ignored".into(),
-            key: "k".into(),
-            name: "N".into(),
-            tags: vec!["t".into()],
-            state: i32::from(pb::FlagState::Enabled),
-            variants: Some(map_to_struct(
-                serde_json::json!({"on": true, "off": false})
-                    .as_object()
-                    .unwrap_or(&Map::new()),
-            )),
-            default_variant: Some("off".into()),
-            targeting: Some(from_json(&serde_json::json!({"$ref": "seg"}))),
-            created_by: "ignored".into(),
-            ..pb::Flag::default()
-        }
-    }
-
-    #[test]
-    fn a_flag_message_becomes_the_rest_body_without_server_assigned_fields() {
-        let body = flag_body(&flag()).unwrap_or_default();
-        assert_eq!(
-            body,
-            serde_json::json!({
-                "key": "k", "name": "N", "description": "", "tags": ["t"], "state": "ENABLED",
-                "variants": {"on": true, "off": false}, "defaultVariant": "off",
-                "targeting": {"$ref": "seg"}
-            })
-        );
-    }
-
-    #[test]
-    fn an_unspecified_state_is_left_for_the_service_to_require_and_a_version_is_kept() {
-        let body = flag_body(&pb::Flag {
-            state: 0,
-            version: 3,
-            ..flag()
-        })
-        .unwrap_or_default();
-        assert!(body.get("state").is_none());
-        assert_eq!(body["version"], 3);
-        let unknown = flag_body(&pb::Flag { state: 9, ..flag() }).unwrap_or_default();
-        assert_eq!(unknown["state"], 9);
-    }
-
-    #[test]
-    fn an_unknown_document_format_names_the_field() {
-        let e = is_yaml(7).expect_err("unknown format");
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("format:"), "{}", e.message());
-    }
-}
-
 fn audit_message(e: &vexil_core::domain::AuditEvent) -> pb::AuditEvent {
     pb::AuditEvent {
         id: e.id.clone(),
@@ -874,5 +816,63 @@ impl pb::audit_service_server::AuditService for VexilApi {
         Ok(Response::new(pb::ListAuditResponse {
             events: events.iter().map(audit_message).collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flag() -> pb::Flag {
+        pb::Flag {
+            namespace: "ignored".into(),
+            key: "k".into(),
+            name: "N".into(),
+            tags: vec!["t".into()],
+            state: i32::from(pb::FlagState::Enabled),
+            variants: Some(map_to_struct(
+                serde_json::json!({"on": true, "off": false})
+                    .as_object()
+                    .unwrap_or(&Map::new()),
+            )),
+            default_variant: Some("off".into()),
+            targeting: Some(from_json(&serde_json::json!({"$ref": "seg"}))),
+            created_by: "ignored".into(),
+            ..pb::Flag::default()
+        }
+    }
+
+    #[test]
+    fn a_flag_message_becomes_the_rest_body_without_server_assigned_fields() {
+        let body = flag_body(&flag()).unwrap_or_default();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "key": "k", "name": "N", "description": "", "tags": ["t"], "state": "ENABLED",
+                "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"$ref": "seg"}
+            })
+        );
+    }
+
+    #[test]
+    fn an_unspecified_state_is_left_for_the_service_to_require_and_a_version_is_kept() {
+        let body = flag_body(&pb::Flag {
+            state: 0,
+            version: 3,
+            ..flag()
+        })
+        .unwrap_or_default();
+        assert!(body.get("state").is_none());
+        assert_eq!(body["version"], 3);
+        let unknown = flag_body(&pb::Flag { state: 9, ..flag() }).unwrap_or_default();
+        assert_eq!(unknown["state"], 9);
+    }
+
+    #[test]
+    fn an_unknown_document_format_names_the_field() {
+        let e = is_yaml(7).expect_err("unknown format");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("format:"), "{}", e.message());
     }
 }

@@ -10,5 +10,6 @@ mod flagd_clients;
 mod grpc;
 mod grpc_vexil;
 mod openapi;
+mod postgres_mode;
 mod python_client;
 mod watch;

@@ -25,7 +25,7 @@ use vexil_core::domain::Revision;
 use super::{NOTIFY_CHANNEL, current_revision};
 
 /// How often the poller reads the revision counter.
-pub(super) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The pause before the listener tries again after its connection failed.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
