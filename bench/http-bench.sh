@@ -14,11 +14,14 @@
 #
 # Nothing is pinned: wrk and the server under test share the machine's cores, so absolute
 # numbers are a floor for the server, and the ratio is the figure to compare across machines.
+# Each run records how the cores were shared (server / wrk / other processes) and the server's
+# CPU time per request; before a run the script waits (bounded) for other processes to go
+# quiet, and redoes (bounded) a run that other processes disturbed.
 #
 # Environment (all optional):
 #   DURATION=15s  WARMUP=5s  REPEATS=3  CONNECTIONS=64  THREADS=1
-#   QUIET_WAIT=180 (seconds to wait, before each run, for other processes to go quiet)
-#   MAX_OTHER=10 RETRIES=4 (a run in which other processes used over MAX_OTHER% of the cores is
+#   QUIET_WAIT=120 (seconds to wait, before each run, for other processes to go quiet)
+#   MAX_OTHER=10 RETRIES=2 (a run in which other processes used over MAX_OTHER% of the cores is
 #   redone, at most RETRIES times)
 #   VEXIL_PORT, HELLO_PORT (default: the first free ports from 47180)
 #   OUT_DIR=target/http-bench  SKIP_BUILD=1 (reuse the release binaries)
@@ -30,9 +33,9 @@ root=$(pwd)
 DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-5s}
 REPEATS=${REPEATS:-3}
-QUIET_WAIT=${QUIET_WAIT:-180}
+QUIET_WAIT=${QUIET_WAIT:-120}
 MAX_OTHER=${MAX_OTHER:-10}
-RETRIES=${RETRIES:-4}
+RETRIES=${RETRIES:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 OUT_DIR=${OUT_DIR:-$root/target/http-bench}
@@ -186,7 +189,9 @@ wait_quiet() {
 }
 
 # run NAME DURATION OUTFILE → prints wrk's WRK_RESULT line plus the CPU shares of the run
-# (server=, wrk=, other=: percent of all cores; other = everything else on the machine).
+# (server=, wrk=, other=: percent of all cores; other = everything else on the machine) and the
+# CPU time per request of the server and of wrk (server_us=, wrk_us=: µs, user + system). The
+# per-request costs hardly depend on what else runs, so they stay comparable on a busy machine.
 # wrk stops itself after DURATION; `timeout` is a backstop.
 run() {
   local secs=${2%s} pid busy0 srv0 t0 timing
@@ -203,7 +208,9 @@ run() {
       split(w, u, " "); cap = (t1 - t0) * n / 100
       srv = (s1 - s0) / hz; busy = (b1 - b0) / hz; wrk = u[1] + u[2]; other = busy - srv - wrk
       if (other < 0) other = 0
-      printf "%s server=%.0f wrk=%.0f other=%.0f\n", line, srv / cap, wrk / cap, other / cap }'
+      match(line, /requests=[0-9]+/); reqs = substr(line, RSTART + 9, RLENGTH - 9)
+      printf "%s server=%.0f wrk=%.0f other=%.0f server_us=%.2f wrk_us=%.2f\n", line, srv / cap,
+        wrk / cap, other / cap, srv * 1e6 / reqs, wrk * 1e6 / reqs }'
 }
 field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
@@ -211,7 +218,7 @@ log "warm-up: $WARMUP per endpoint"
 for n in "${names[@]}"; do run "$n" "$WARMUP" "$OUT_DIR/warmup-$n.txt" >/dev/null; done
 
 results=$OUT_DIR/results.tsv
-printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\twrk_cpu\tother_cpu\n' >"$results"
+printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\twrk_cpu\tother_cpu\tserver_us\twrk_us\n' >"$results"
 for r in $(seq "$REPEATS"); do
   for n in "${names[@]}"; do
     # A run during which other processes took more than MAX_OTHER% of the cores is redone
@@ -225,7 +232,7 @@ for r in $(seq "$REPEATS"); do
       [ "$attempt" -gt "$RETRIES" ] || log "  other processes used $(field "$line" other)% of the cores; redoing the run"
     done
     printf '%s\t%s' "$r" "$n" >>"$results"
-    for f in rps p50_us p99_us requests server wrk other; do
+    for f in rps p50_us p99_us requests server wrk other server_us wrk_us; do
       printf '\t%s' "$(field "$line" "$f")" >>"$results"
     done
     printf '\n' >>"$results"
@@ -247,19 +254,20 @@ echo "All repeats:"
 echo
 echo "CPU: share of all $cores cores used by the server, by wrk, and by anything else during the run."
 echo
-echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / wrk / other |"
-echo "|---:|---|---:|---:|---:|---|"
-awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9 }' "$results"
+echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / wrk / other | server CPU µs/req | wrk CPU µs/req |"
+echo "|---:|---|---:|---:|---:|---|---:|---:|"
+awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% | %s | %s |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9, $10, $11 }' "$results"
 echo
 echo "Medians:"
 echo
-echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline |"
-echo "|---|---:|---:|---:|---:|"
+echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline | server CPU µs/req |"
+echo "|---|---:|---:|---:|---:|---:|"
 base_rps=$(median baseline 3)
 for n in "${names[@]}"; do
   rps=$(median "$n" 3)
-  printf '| %s | %.0f | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
-    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')"
+  printf '| %s | %.0f | %s | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
+    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')" \
+    "$(median "$n" 10)"
 done
 echo
 single_ratio=$(awk -v a="$(median single 3)" -v b="$base_rps" 'BEGIN { printf "%.3f", a / b }')

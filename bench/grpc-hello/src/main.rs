@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// The generated code of `proto/hello/v1/hello.proto`.
@@ -63,7 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     tonic::transport::Server::builder()
         .add_service(GreeterServer::new(Hello))
-        .serve_with_incoming(TcpListenerStream::new(listener))
+        .serve_with_incoming(
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(std::env::var_os("NODELAY").is_some())),
+        )
         .await?;
     Ok(())
 }

@@ -695,7 +695,7 @@ fn now_unix() -> i64 {
 fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, String> {
     match context {
         Value::Object(m) => {
-            if deeper_than(context, MAX_CONTEXT_DEPTH) {
+            if crate::validate::deeper_than(context, MAX_CONTEXT_DEPTH) {
                 return Err(format!(
                     "the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"
                 ));
@@ -707,20 +707,6 @@ fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, Strin
             "the evaluation context must be a JSON object, found {}",
             crate::validate::type_name(other)
         )),
-    }
-}
-
-/// Whether `value` nests more than `limit` levels (a scalar or an empty container is one level,
-/// a container one more than its deepest member). Recurses at most `limit` frames deep and
-/// allocates nothing, so it is safe on hostile input and cheap on the usual flat context.
-fn deeper_than(value: &Value, limit: usize) -> bool {
-    let Some(inner) = limit.checked_sub(1) else {
-        return true;
-    };
-    match value {
-        Value::Object(m) => m.values().any(|c| deeper_than(c, inner)),
-        Value::Array(a) => a.iter().any(|c| deeper_than(c, inner)),
-        _ => false,
     }
 }
 

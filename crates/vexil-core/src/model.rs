@@ -261,7 +261,8 @@ impl FlagDocument {
                             TargetingPolicy::Warn => &mut warnings,
                         };
                         validate::validate_targeting(rule, &path, sink);
-                        doc.evaluators.insert(name.clone(), rule.clone());
+                        doc.evaluators
+                            .insert(name.clone(), validate::kept_rule(rule));
                     }
                 }
                 None => violations.push(Violation::new(
@@ -541,7 +542,7 @@ pub(crate) fn read_flag(
             };
             validate::validate_targeting(rule, &tpath, sink);
             validate::check_refs(rule, &tpath, evaluators, sink);
-            Some(rule.clone())
+            Some(validate::kept_rule(rule))
         }
     };
 

@@ -1,6 +1,6 @@
 //! `vexil-store` owns persistence: the storage traits, in domain terms and split by capability,
-//! and their backends (SQLite and PostgreSQL today; etcd will implement the same traits and pass
-//! the same conformance suite). It owns migrations and change feeds.
+//! and their backends (SQLite, PostgreSQL and etcd, all passing the same conformance suite). It
+//! owns migrations and change feeds.
 //!
 //! It must not depend on any transport (axum, tonic) or on the service layer. Driver errors
 //! never leave this crate: every backend maps them to [`StoreError`].
@@ -10,6 +10,7 @@
 //! import and kill switches are all batches, so "a change and its audit record commit together
 //! or not at all" holds by construction.
 
+pub mod etcd;
 pub mod postgres;
 pub mod sqlite;
 

@@ -6,6 +6,7 @@
 //! drives any [`testbed::Resolver`] (the in-process evaluator, OFREP over HTTP, flagd gRPC),
 //! so the same expectations are checked at every layer.
 
+pub mod etcd;
 pub mod gherkin;
 pub mod postgres;
 pub mod server;

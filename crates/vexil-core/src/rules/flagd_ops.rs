@@ -81,14 +81,25 @@ pub(crate) fn read_buckets<'a>(
             _ => return None,
         };
         total = total.checked_add(weight)?;
+        // flagd's weights are 32-bit ints and the v3 ADR bounds their sum by i32::MAX; a larger
+        // total has no defined bucketing, so the operator answers null (the default variant).
+        if total > MAX_TOTAL_WEIGHT {
+            return None;
+        }
         out.push(Bucket { name, weight });
     }
     (!out.is_empty() && total > 0).then_some((out, total))
 }
 
+/// The largest sum of weights `fractional` accepts.
+pub(crate) const MAX_TOTAL_WEIGHT: u64 = i32::MAX as u64;
+
 /// Picks the bucket for a 32-bit hash: `(hash * total) >> 32` over cumulative weights.
+/// `total` is at most [`MAX_TOTAL_WEIGHT`], so the product fits in 64 bits; the widening to
+/// u128 keeps it exact even if a caller passes more.
 pub(crate) fn pick<'a>(buckets: &[Bucket<'a>], total: u64, hash: u32) -> Option<&'a DataValue<'a>> {
-    let point = (u64::from(hash) * total) >> 32;
+    let wide = (u128::from(hash) * u128::from(total)) >> 32;
+    let point = u64::try_from(wide).ok()?;
     let mut end = 0u64;
     for b in buckets {
         end += b.weight;

@@ -58,6 +58,10 @@ pub(crate) fn index(parent: &str, i: usize) -> String {
 /// response or a log line.
 pub(crate) fn show(value: &serde_json::Value) -> String {
     const MAX: usize = 60;
+    // Serialising is recursive: a pathological value is described, not rendered.
+    if deeper_than(value, 32) {
+        return format!("a deeply nested {}", type_name(value));
+    }
     let mut s = value.to_string();
     if s.len() > MAX {
         let mut cut = MAX;
@@ -148,5 +152,34 @@ pub(crate) fn check_refs(
             serde_json::Value::Array(a) => stack.extend(a.iter()),
             _ => {}
         }
+    }
+}
+
+/// Whether `value` nests more than `limit` levels (a scalar or an empty container is one level,
+/// a container one more than its deepest member). Recurses at most `limit` frames deep and
+/// allocates nothing, so it is safe on hostile input and cheap on the usual flat context.
+pub fn deeper_than(value: &serde_json::Value, limit: usize) -> bool {
+    let Some(inner) = limit.checked_sub(1) else {
+        return true;
+    };
+    match value {
+        serde_json::Value::Object(m) => m.values().any(|c| deeper_than(c, inner)),
+        serde_json::Value::Array(a) => a.iter().any(|c| deeper_than(c, inner)),
+        _ => false,
+    }
+}
+
+/// Rules nested deeper than this are not copied into a document (a recursive copy of a
+/// pathological value could exhaust the stack); see [`kept_rule`].
+const MAX_KEPT_DEPTH: usize = 512;
+
+/// The rule as a document keeps it. JSON and YAML parsers cap nesting at 128, so only a value
+/// built in code can be deeper than [`MAX_KEPT_DEPTH`]; such a rule could never compile, and is
+/// kept as a marker operator that fails compilation the same way (PARSE_ERROR at evaluation).
+pub(crate) fn kept_rule(rule: &serde_json::Value) -> serde_json::Value {
+    if deeper_than(rule, MAX_KEPT_DEPTH) {
+        serde_json::json!({ "vexil.rule-too-deep": crate::MAX_RULE_DEPTH })
+    } else {
+        rule.clone()
     }
 }

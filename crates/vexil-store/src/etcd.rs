@@ -1,0 +1,1172 @@
+//! The etcd backend for flag state (the distributed mode of DESIGN.md §5): namespaces, flags
+//! and segments, the change log and the revision counter live under one configurable key
+//! prefix (e.g. `/vexil/`), so several stores (or tests) can share a cluster.
+//!
+//! # Key layout
+//!
+//! | key | value |
+//! |---|---|
+//! | `<prefix>ns/<ns>` | the namespace's JSON document |
+//! | `<prefix>flag/<ns>/<key>` | the flag's JSON document |
+//! | `<prefix>seg/<ns>/<key>` | the segment's JSON document |
+//! | `<prefix>rev` | the store revision counter (decimal); absent means 0 |
+//! | `<prefix>change/<rev:020>/<ordinal:06>` | one [`Change`] (JSON), ordered by revision then batch order |
+//! | `<prefix>audit/head` | `{"seq": n, "hash": "…"}` of the last audit event |
+//! | `<prefix>audit/seq/<seq:020>` | one commit's stored [`AuditEvent`]s (a JSON array, with `seq` and hash chain), under the `seq` of its last event |
+//!
+//! Keys are valid namespace/flag/segment keys (no `/`), so the prefixes never overlap, and
+//! etcd's byte order of keys is the listing order the conformance suite pins.
+//!
+//! # Compare-and-set
+//!
+//! [`FlagStore::commit`] is optimistic. It reads, at one etcd revision, every key the batch
+//! touches (remembering each `mod_revision`, 0 for an absent key), the revision counter and the
+//! audit head, and applies the batch to that view in memory, checking every [`crate::Expect`]
+//! exactly as the SQL backends do. Then it sends ONE etcd txn whose compares are
+//! `mod_revision == seen` for every touched key, the counter and the audit head, and whose success ops write the new documents, bump the counter, write the change
+//! entries and append the audit events. If any compare fails, someone wrote in between: the
+//! commit starts over from a fresh read, and that re-read either fails a condition (the caller
+//! gets `VersionMismatch`, `NotFound`, …) or applies cleanly and is retried, up to
+//! [`MAX_ATTEMPTS`] times (then `Unavailable`). Since every commit with writes bumps the
+//! counter and every commit compares it, commits are serialised through the counter: revisions
+//! are gap-free and increasing, and a namespace's emptiness check cannot race a flag create.
+//!
+//! In the distributed deployment the audit events would go to an outbox key relayed to
+//! PostgreSQL; that relay is not built yet, so the audit log lives here, standalone, with the
+//! same `seq` and hash chain as the SQL backends. Unlike them, it does not reject a repeated
+//! event id (that would take a key per event, and a txn is capped in operations; see Limits):
+//! ids stay the idempotency key the future relay deduplicates on.
+//!
+//! # Change feed
+//!
+//! [`ChangeFeed::changes_since`] reads the change range. [`ChangeFeed::subscribe`] is fed by a
+//! background task that watches `<prefix>rev` (so it sees other stores' commits too), re-reads
+//! the counter whenever it (re)connects, and also polls every [`POLL_INTERVAL`] as a fallback;
+//! local commits publish their revision directly.
+//!
+//! # Limits
+//!
+//! etcd caps a txn at `--max-txn-ops` operations and compares (128 each by default): a commit
+//! takes two operations per write (document and change entry) and one compare per touched key,
+//! plus a few fixed ones (counter, audit head, one key for all its audit events), so batches
+//! should stay below about 60 writes unless the cluster's limit is raised. A txn is also
+//! capped at `--max-request-bytes` (1.5 MiB by default). Flag and audit
+//! filters are applied in this process, after a range read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, WatchOptions,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+
+use crate::{
+    AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, NamespaceState,
+    Page, StoreError, Write, chain_hash,
+};
+
+/// How many times a commit re-reads and retries after losing a compare to another writer.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// How often the subscription task re-reads the counter even when the watch is quiet.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Per-request timeout; a request that takes longer is [`StoreError::Unavailable`].
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Listing defaults (the trait's documented values).
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Keys per range read when filtering audit events in this process.
+const AUDIT_BATCH: i64 = 500;
+
+/// The etcd store. Cheap to clone: clones share the client and the subscription task.
+#[derive(Clone)]
+pub struct EtcdStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("prefix", &self.inner.keys.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    client: Client,
+    keys: Keys,
+    revision_tx: Arc<watch::Sender<Revision>>,
+    follower: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` (e.g. `http://127.0.0.1:2379`) and keeps all state under
+    /// `prefix` (e.g. `/vexil/`; a missing trailing `/` is added). Must be called inside a
+    /// tokio runtime (it starts the subscription task).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when etcd cannot be reached.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(from_etcd)?;
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        let keys = Keys { prefix };
+        let revision = read_counter(&mut client.kv_client(), &keys, 0).await?.0;
+        let revision_tx = Arc::new(watch::channel(revision).0);
+        let follower = tokio::spawn(follow(
+            client.clone(),
+            keys.clone(),
+            Arc::clone(&revision_tx),
+        ))
+        .abort_handle();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                keys,
+                revision_tx,
+                follower,
+            }),
+        })
+    }
+
+    /// The key prefix this store uses.
+    pub fn prefix(&self) -> &str {
+        &self.inner.keys.prefix
+    }
+
+    fn kv(&self) -> KvClient {
+        self.inner.client.kv_client()
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    fn publish(&self, revision: Revision) {
+        publish(&self.inner.revision_tx, revision);
+    }
+}
+
+fn publish(tx: &watch::Sender<Revision>, revision: Revision) {
+    tx.send_if_modified(|current| {
+        let newer = revision > *current;
+        if newer {
+            *current = revision;
+        }
+        newer
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn ns(&self, ns: &str) -> String {
+        format!("{}ns/{ns}", self.prefix)
+    }
+    fn ns_prefix(&self) -> String {
+        format!("{}ns/", self.prefix)
+    }
+    fn flag(&self, ns: &str, key: &str) -> String {
+        format!("{}flag/{ns}/{key}", self.prefix)
+    }
+    fn flag_prefix(&self, ns: &str) -> String {
+        format!("{}flag/{ns}/", self.prefix)
+    }
+    fn seg(&self, ns: &str, key: &str) -> String {
+        format!("{}seg/{ns}/{key}", self.prefix)
+    }
+    fn seg_prefix(&self, ns: &str) -> String {
+        format!("{}seg/{ns}/", self.prefix)
+    }
+    fn rev(&self) -> String {
+        format!("{}rev", self.prefix)
+    }
+    fn change(&self, revision: Revision, ordinal: usize) -> String {
+        format!("{}change/{revision:020}/{ordinal:06}", self.prefix)
+    }
+    fn change_from(&self, revision: Revision) -> String {
+        format!("{}change/{revision:020}/", self.prefix)
+    }
+    fn change_prefix(&self) -> String {
+        format!("{}change/", self.prefix)
+    }
+    fn audit_head(&self) -> String {
+        format!("{}audit/head", self.prefix)
+    }
+    fn audit_events(&self, last_seq: u64) -> String {
+        format!("{}audit/seq/{last_seq:020}", self.prefix)
+    }
+    fn audit_prefix(&self) -> String {
+        format!("{}audit/seq/", self.prefix)
+    }
+}
+
+/// The first key after every key starting with `prefix` (etcd's range end for a prefix).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The first key strictly after `key`.
+fn key_after(key: &str) -> Vec<u8> {
+    let mut k = key.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors and encoding
+// ---------------------------------------------------------------------------------------------
+
+fn from_etcd(e: etcd_client::Error) -> StoreError {
+    use etcd_client::Error as E;
+    // gRPC codes (named through `i32` so this crate depends on no transport): CANCELLED 1,
+    // UNKNOWN 2, DEADLINE_EXCEEDED 4, RESOURCE_EXHAUSTED 8, ABORTED 10, UNAVAILABLE 14.
+    let unavailable = match &e {
+        E::IoError(_) | E::TransportError(_) => true,
+        E::GRpcStatus(status) => {
+            let code: i32 = status.code().into();
+            matches!(code, 1 | 2 | 4 | 8 | 10 | 14)
+        }
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable {
+            message: format!("etcd: {e}"),
+        }
+    } else {
+        internal(format!("etcd: {e}"))
+    }
+}
+
+fn internal(message: String) -> StoreError {
+    StoreError::Internal { message }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| internal(format!("etcd: decoding a stored {what}: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Value, StoreError> {
+    serde_json::to_value(value).map_err(|e| internal(format!("etcd: encoding a {what}: {e}")))
+}
+
+fn not_found(kind: ResourceKind, namespace: &str, key: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        namespace: namespace.to_owned(),
+        key: key.to_owned(),
+    }
+}
+
+fn page_limit(requested: usize) -> usize {
+    match requested {
+        0 => DEFAULT_LIMIT,
+        n => n.min(MAX_LIMIT),
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AuditHead {
+    seq: u64,
+    hash: String,
+}
+
+/// Reads the revision counter (at etcd revision `at`, 0 for the latest): its value, its
+/// `mod_revision` (0 when absent), and the etcd revision the read saw.
+async fn read_counter(
+    kv: &mut KvClient,
+    keys: &Keys,
+    at: i64,
+) -> Result<(Revision, i64, i64), StoreError> {
+    let resp = kv
+        .get(keys.rev(), Some(GetOptions::new().with_revision(at)))
+        .await
+        .map_err(from_etcd)?;
+    let header = resp
+        .header()
+        .map_or(0, etcd_client::ResponseHeader::revision);
+    match resp.kvs().first() {
+        Some(kv) => {
+            let text = std::str::from_utf8(kv.value())
+                .map_err(|e| internal(format!("etcd: revision counter is not text: {e}")))?;
+            let revision = text
+                .parse::<u64>()
+                .map_err(|e| internal(format!("etcd: revision counter {text:?}: {e}")))?;
+            Ok((revision, kv.mod_revision(), header))
+        }
+        None => Ok((0, 0, header)),
+    }
+}
+
+/// Gets one key at etcd revision `at`: its value and `mod_revision`, if present.
+async fn get_at(
+    kv: &mut KvClient,
+    key: &str,
+    at: i64,
+) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
+    let resp = kv
+        .get(key, Some(GetOptions::new().with_revision(at)))
+        .await
+        .map_err(from_etcd)?;
+    Ok(resp
+        .kvs()
+        .first()
+        .map(|kv| (kv.value().to_vec(), kv.mod_revision())))
+}
+
+/// All values under `prefix` at etcd revision `at`, in key order.
+async fn range_at(
+    kv: &mut KvClient,
+    from: impl Into<Vec<u8>>,
+    end: Vec<u8>,
+    at: i64,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let resp = kv
+        .get(
+            from,
+            Some(GetOptions::new().with_range(end).with_revision(at)),
+        )
+        .await
+        .map_err(from_etcd)?;
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            let key = String::from_utf8(kv.key().to_vec())
+                .map_err(|e| internal(format!("etcd: a key is not UTF-8: {e}")))?;
+            Ok((key, kv.value().to_vec()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commit
+// ---------------------------------------------------------------------------------------------
+
+/// One touched key in a commit attempt: what etcd held at the read revision and what the batch
+/// leaves there.
+struct Touched {
+    seen: i64,
+    state: Option<Value>,
+    dirty: bool,
+}
+
+/// One commit attempt: a view of the store at etcd revision `at`, with the batch's writes
+/// applied on top in memory.
+struct Attempt<'a> {
+    kv: KvClient,
+    keys: &'a Keys,
+    at: i64,
+    touched: BTreeMap<String, Touched>,
+}
+
+impl Attempt<'_> {
+    async fn load(&mut self, key: &str) -> Result<Option<Value>, StoreError> {
+        if let Some(t) = self.touched.get(key) {
+            return Ok(t.state.clone());
+        }
+        let found = get_at(&mut self.kv, key, self.at).await?;
+        let (state, seen) = match found {
+            Some((bytes, modrev)) => (Some(decode::<Value>(&bytes, "document")?), modrev),
+            None => (None, 0),
+        };
+        self.touched.insert(
+            key.to_owned(),
+            Touched {
+                seen,
+                state: state.clone(),
+                dirty: false,
+            },
+        );
+        Ok(state)
+    }
+
+    fn set(&mut self, key: String, state: Option<Value>) {
+        if let Some(t) = self.touched.get_mut(&key) {
+            t.state = state;
+            t.dirty = true;
+        }
+    }
+
+    /// The stored version of a document (`None`: absent).
+    async fn version(&mut self, key: &str) -> Result<Option<(u64, Value)>, StoreError> {
+        Ok(self.load(key).await?.map(|doc| {
+            let version = doc.get("version").and_then(Value::as_u64).unwrap_or(0);
+            (version, doc)
+        }))
+    }
+
+    async fn require_namespace(&mut self, ns: &str) -> Result<(), StoreError> {
+        let key = self.keys.ns(ns);
+        if self.load(&key).await?.is_some() {
+            Ok(())
+        } else {
+            Err(not_found(ResourceKind::Namespace, ns, ns))
+        }
+    }
+
+    /// Whether the namespace holds flags or segments in this view.
+    async fn occupied(&mut self, ns: &str) -> Result<bool, StoreError> {
+        for prefix in [self.keys.flag_prefix(ns), self.keys.seg_prefix(ns)] {
+            let resp = self
+                .kv
+                .get(
+                    prefix.as_str(),
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_keys_only()
+                            .with_revision(self.at),
+                    ),
+                )
+                .await
+                .map_err(from_etcd)?;
+            let mut present: BTreeSet<Vec<u8>> =
+                resp.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+            for (key, t) in self.touched.range(prefix.clone()..) {
+                if !key.starts_with(&prefix) {
+                    break;
+                }
+                if t.state.is_some() {
+                    present.insert(key.as_bytes().to_vec());
+                } else {
+                    present.remove(key.as_bytes());
+                }
+            }
+            if !present.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Applies one write to the view; returns the change it makes.
+    async fn apply(
+        &mut self,
+        write: Write,
+    ) -> Result<(ResourceKind, String, String, Option<Value>), StoreError> {
+        match write {
+            Write::PutNamespace {
+                mut namespace,
+                expect,
+            } => {
+                let kind = ResourceKind::Namespace;
+                let key = self.keys.ns(&namespace.key);
+                let existing = self.version(&key).await?;
+                check(
+                    expect,
+                    existing.as_ref().map(|(v, _)| *v),
+                    kind,
+                    &namespace.key,
+                    &namespace.key,
+                )?;
+                namespace.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
+                if let Some((_, old)) = existing {
+                    let old: Namespace = serde_json::from_value(old)
+                        .map_err(|e| internal(format!("etcd: decoding a stored namespace: {e}")))?;
+                    namespace.created_at = old.created_at;
+                }
+                let value = encode(&namespace, "namespace")?;
+                self.set(key, Some(value.clone()));
+                Ok((kind, namespace.key.clone(), namespace.key, Some(value)))
+            }
+            Write::DeleteNamespace { key: ns, expect } => {
+                let kind = ResourceKind::Namespace;
+                let key = self.keys.ns(&ns);
+                let stored = self.version(&key).await?.map(|(v, _)| v);
+                check(expect, stored, kind, &ns, &ns)?;
+                if stored.is_none() {
+                    return Err(not_found(kind, &ns, &ns));
+                }
+                if self.occupied(&ns).await? {
+                    return Err(StoreError::NamespaceNotEmpty { namespace: ns });
+                }
+                self.set(key, None);
+                Ok((kind, ns.clone(), ns, None))
+            }
+            Write::PutFlag { mut flag, expect } => {
+                let kind = ResourceKind::Flag;
+                self.require_namespace(&flag.namespace).await?;
+                let key = self.keys.flag(&flag.namespace, &flag.key);
+                let existing = self.version(&key).await?;
+                check(
+                    expect,
+                    existing.as_ref().map(|(v, _)| *v),
+                    kind,
+                    &flag.namespace,
+                    &flag.key,
+                )?;
+                flag.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
+                if let Some((_, old)) = existing {
+                    let old: Flag = serde_json::from_value(old)
+                        .map_err(|e| internal(format!("etcd: decoding a stored flag: {e}")))?;
+                    flag.created_at = old.created_at;
+                    flag.created_by = old.created_by;
+                }
+                let value = encode(&flag, "flag")?;
+                self.set(key, Some(value.clone()));
+                Ok((kind, flag.namespace, flag.key, Some(value)))
+            }
+            Write::PutSegment {
+                mut segment,
+                expect,
+            } => {
+                let kind = ResourceKind::Segment;
+                self.require_namespace(&segment.namespace).await?;
+                let key = self.keys.seg(&segment.namespace, &segment.key);
+                let existing = self.version(&key).await?;
+                check(
+                    expect,
+                    existing.as_ref().map(|(v, _)| *v),
+                    kind,
+                    &segment.namespace,
+                    &segment.key,
+                )?;
+                segment.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
+                if let Some((_, old)) = existing {
+                    let old: Segment = serde_json::from_value(old)
+                        .map_err(|e| internal(format!("etcd: decoding a stored segment: {e}")))?;
+                    segment.created_at = old.created_at;
+                }
+                let value = encode(&segment, "segment")?;
+                self.set(key, Some(value.clone()));
+                Ok((kind, segment.namespace, segment.key, Some(value)))
+            }
+            Write::DeleteFlag {
+                namespace,
+                key,
+                expect,
+            } => {
+                let k = self.keys.flag(&namespace, &key);
+                self.delete_scoped(ResourceKind::Flag, k, namespace, key, expect)
+                    .await
+            }
+            Write::DeleteSegment {
+                namespace,
+                key,
+                expect,
+            } => {
+                let k = self.keys.seg(&namespace, &key);
+                self.delete_scoped(ResourceKind::Segment, k, namespace, key, expect)
+                    .await
+            }
+        }
+    }
+
+    async fn delete_scoped(
+        &mut self,
+        kind: ResourceKind,
+        etcd_key: String,
+        namespace: String,
+        key: String,
+        expect: Expect,
+    ) -> Result<(ResourceKind, String, String, Option<Value>), StoreError> {
+        self.require_namespace(&namespace).await?;
+        let stored = self.version(&etcd_key).await?.map(|(v, _)| v);
+        check(expect, stored, kind, &namespace, &key)?;
+        if stored.is_none() {
+            return Err(not_found(kind, &namespace, &key));
+        }
+        self.set(etcd_key, None);
+        Ok((kind, namespace, key, None))
+    }
+}
+
+/// Checks a write's condition against the stored version (`None`: absent).
+fn check(
+    expect: Expect,
+    stored: Option<u64>,
+    kind: ResourceKind,
+    namespace: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    match (expect, stored) {
+        (Expect::Absent, Some(_)) => Err(StoreError::AlreadyExists {
+            kind,
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+        }),
+        (Expect::Version(expected), Some(actual)) if expected != actual => {
+            Err(StoreError::VersionMismatch {
+                kind,
+                namespace: namespace.to_owned(),
+                key: key.to_owned(),
+                expected,
+                actual,
+            })
+        }
+        (Expect::Version(_) | Expect::Exists, None) => Err(not_found(kind, namespace, key)),
+        _ => Ok(()),
+    }
+}
+
+/// What one attempt decided.
+enum Outcome {
+    Committed(Committed),
+    /// A compare failed: someone else wrote in between.
+    Lost,
+}
+
+impl EtcdStore {
+    async fn attempt(&self, writes: &[Write], audit: &[AuditEvent]) -> Result<Outcome, StoreError> {
+        let keys = self.keys();
+        let mut kv = self.kv();
+        let (current, counter_seen, at) = read_counter(&mut kv, keys, 0).await?;
+        let mut attempt = Attempt {
+            kv: kv.clone(),
+            keys,
+            at,
+            touched: BTreeMap::new(),
+        };
+        let revision = if writes.is_empty() {
+            current
+        } else {
+            current + 1
+        };
+        let mut compares = vec![Compare::mod_revision(
+            keys.rev(),
+            CompareOp::Equal,
+            counter_seen,
+        )];
+        let mut ops = Vec::new();
+        let mut results = Vec::with_capacity(writes.len());
+        for (ordinal, write) in writes.iter().cloned().enumerate() {
+            let (kind, namespace, key, after) = attempt.apply(write).await?;
+            let change = Change {
+                revision,
+                namespace,
+                kind,
+                key,
+                after: after.clone(),
+            };
+            let text = serde_json::to_vec(&change)
+                .map_err(|e| internal(format!("etcd: encoding a change: {e}")))?;
+            ops.push(TxnOp::put(keys.change(revision, ordinal), text, None));
+            results.push(after);
+        }
+        for (key, t) in &attempt.touched {
+            compares.push(Compare::mod_revision(
+                key.as_str(),
+                CompareOp::Equal,
+                t.seen,
+            ));
+            if !t.dirty {
+                continue;
+            }
+            ops.push(match &t.state {
+                Some(doc) => TxnOp::put(key.as_str(), doc.to_string(), None),
+                None => TxnOp::delete(key.as_str(), None),
+            });
+        }
+        if !writes.is_empty() {
+            ops.push(TxnOp::put(keys.rev(), revision.to_string(), None));
+        }
+        let stored = if audit.is_empty() {
+            Vec::new()
+        } else {
+            self.append_audit(&mut kv, at, audit, &mut compares, &mut ops)
+                .await?
+        };
+        let resp = kv
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await
+            .map_err(from_etcd)?;
+        if !resp.succeeded() {
+            return Ok(Outcome::Lost);
+        }
+        Ok(Outcome::Committed(Committed {
+            revision,
+            results,
+            audit: stored,
+        }))
+    }
+
+    /// Adds the audit events to the txn after the current head, assigning `seq`, `prev_hash`
+    /// and `hash`.
+    async fn append_audit(
+        &self,
+        kv: &mut KvClient,
+        at: i64,
+        audit: &[AuditEvent],
+        compares: &mut Vec<Compare>,
+        ops: &mut Vec<TxnOp>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let keys = self.keys();
+        let head_key = keys.audit_head();
+        let (head, head_seen) = match get_at(kv, &head_key, at).await? {
+            Some((bytes, modrev)) => (decode::<AuditHead>(&bytes, "audit head")?, modrev),
+            None => (AuditHead::default(), 0),
+        };
+        compares.push(Compare::mod_revision(
+            head_key.as_str(),
+            CompareOp::Equal,
+            head_seen,
+        ));
+        let (mut seq, mut prev_hash) = (head.seq, head.hash);
+        let mut stored = Vec::with_capacity(audit.len());
+        for event in audit {
+            let mut event = event.clone();
+            seq += 1;
+            event.seq = seq;
+            event.prev_hash = prev_hash;
+            event.hash = chain_hash(&event.prev_hash, &event);
+            prev_hash = event.hash.clone();
+            stored.push(event);
+        }
+        // One key per commit, named by its last seq (a txn holds at most `--max-txn-ops`
+        // operations, and an audit-only batch may carry hundreds of events).
+        let doc = serde_json::to_vec(&stored)
+            .map_err(|e| internal(format!("etcd: encoding audit events: {e}")))?;
+        ops.push(TxnOp::put(keys.audit_events(seq), doc, None));
+        let head = serde_json::to_vec(&AuditHead {
+            seq,
+            hash: prev_hash,
+        })
+        .map_err(|e| internal(format!("etcd: encoding the audit head: {e}")))?;
+        ops.push(TxnOp::put(head_key, head, None));
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl FlagStore for EtcdStore {
+    async fn commit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<Committed, StoreError> {
+        if writes.is_empty() && audit.is_empty() {
+            let revision = self.current_revision().await?;
+            return Ok(Committed {
+                revision,
+                results: Vec::new(),
+                audit: Vec::new(),
+            });
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            match self.attempt(&writes, &audit).await? {
+                Outcome::Committed(committed) => {
+                    self.publish(committed.revision);
+                    return Ok(committed);
+                }
+                Outcome::Lost => {
+                    // Back off a little, growing and jittered, so contending writers spread out.
+                    let jitter = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos() % 1000);
+                    let micros = u64::from(attempt.min(20)) * 500 + u64::from(jitter);
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                }
+            }
+        }
+        Err(StoreError::Unavailable {
+            message: format!("etcd: commit lost {MAX_ATTEMPTS} compare-and-set races in a row"),
+        })
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+        let prefix = self.keys().ns_prefix();
+        let end = prefix_end(&prefix);
+        range_at(&mut self.kv(), prefix, end, 0)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v, "namespace"))
+            .collect()
+    }
+
+    async fn get_namespace(&self, key: &str) -> Result<Namespace, StoreError> {
+        match get_at(&mut self.kv(), &self.keys().ns(key), 0).await? {
+            Some((bytes, _)) => decode(&bytes, "namespace"),
+            None => Err(not_found(ResourceKind::Namespace, key, key)),
+        }
+    }
+
+    async fn get_flag(&self, namespace: &str, key: &str) -> Result<Flag, StoreError> {
+        self.get_scoped(
+            ResourceKind::Flag,
+            &self.keys().flag(namespace, key),
+            namespace,
+            key,
+        )
+        .await
+    }
+
+    async fn list_flags(
+        &self,
+        namespace: &str,
+        query: &FlagQuery,
+    ) -> Result<Page<Flag>, StoreError> {
+        let mut kv = self.kv();
+        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        self.require_namespace(&mut kv, namespace, at).await?;
+        let limit = page_limit(query.limit);
+        let prefix = self.keys().flag_prefix(namespace);
+        let from = match &query.cursor {
+            Some(cursor) => key_after(&format!("{prefix}{cursor}")),
+            None => prefix.as_bytes().to_vec(),
+        };
+        let needle = query
+            .text
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(str::to_lowercase);
+        let mut items = Vec::new();
+        let mut more = false;
+        for (_, bytes) in range_at(&mut kv, from, prefix_end(&prefix), at).await? {
+            let flag: Flag = decode(&bytes, "flag")?;
+            if let Some(tag) = &query.tag
+                && !flag.tags.iter().any(|t| t == tag)
+            {
+                continue;
+            }
+            if let Some(needle) = &needle
+                && ![&flag.key, &flag.name, &flag.description]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(needle.as_str()))
+            {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break;
+            }
+            items.push(flag);
+        }
+        let next_cursor = if more {
+            items.last().map(|f: &Flag| f.key.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn get_segment(&self, namespace: &str, key: &str) -> Result<Segment, StoreError> {
+        self.get_scoped(
+            ResourceKind::Segment,
+            &self.keys().seg(namespace, key),
+            namespace,
+            key,
+        )
+        .await
+    }
+
+    async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError> {
+        let mut kv = self.kv();
+        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        self.require_namespace(&mut kv, namespace, at).await?;
+        let prefix = self.keys().seg_prefix(namespace);
+        let end = prefix_end(&prefix);
+        range_at(&mut kv, prefix, end, at)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v, "segment"))
+            .collect()
+    }
+
+    async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+        // Every read at the etcd revision of the counter read: one consistent view.
+        let mut kv = self.kv();
+        let (revision, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        let ns = match get_at(&mut kv, &self.keys().ns(namespace), at).await? {
+            Some((bytes, _)) => decode::<Namespace>(&bytes, "namespace")?,
+            None => return Err(not_found(ResourceKind::Namespace, namespace, namespace)),
+        };
+        let fp = self.keys().flag_prefix(namespace);
+        let fe = prefix_end(&fp);
+        let flags = range_at(&mut kv, fp, fe, at)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v, "flag"))
+            .collect::<Result<Vec<Flag>, _>>()?;
+        let sp = self.keys().seg_prefix(namespace);
+        let se = prefix_end(&sp);
+        let segments = range_at(&mut kv, sp, se, at)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v, "segment"))
+            .collect::<Result<Vec<Segment>, _>>()?;
+        Ok(NamespaceState {
+            namespace: ns,
+            flags,
+            segments,
+            revision,
+        })
+    }
+}
+
+impl EtcdStore {
+    async fn require_namespace(
+        &self,
+        kv: &mut KvClient,
+        namespace: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        match get_at(kv, &self.keys().ns(namespace), at).await? {
+            Some(_) => Ok(()),
+            None => Err(not_found(ResourceKind::Namespace, namespace, namespace)),
+        }
+    }
+
+    async fn get_scoped<T: DeserializeOwned>(
+        &self,
+        kind: ResourceKind,
+        etcd_key: &str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let mut kv = self.kv();
+        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        match get_at(&mut kv, etcd_key, at).await? {
+            Some((bytes, _)) => decode(&bytes, kind.as_str()),
+            None => {
+                self.require_namespace(&mut kv, namespace, at).await?;
+                Err(not_found(kind, namespace, key))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for EtcdStore {
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        Ok(read_counter(&mut self.kv(), self.keys(), 0).await?.0)
+    }
+
+    async fn changes_since(
+        &self,
+        after: Revision,
+        limit: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys();
+        let mut kv = self.kv();
+        let from = keys.change_from(after.saturating_add(1));
+        let end = prefix_end(&keys.change_prefix());
+        // One entry more than the limit tells whether the last commit read is complete.
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(0);
+        let resp = kv
+            .get(
+                from,
+                Some(GetOptions::new().with_range(end).with_limit(fetch)),
+            )
+            .await
+            .map_err(from_etcd)?;
+        let at = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let mut changes = resp
+            .kvs()
+            .iter()
+            .map(|kv| decode::<Change>(kv.value(), "change"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if changes.len() <= limit {
+            return Ok(changes);
+        }
+        // Over the limit: drop the commit the extra entry belongs to (it is incomplete)…
+        let cut = changes.last().map_or(0, |c| c.revision);
+        changes.retain(|c| c.revision != cut);
+        if !changes.is_empty() {
+            return Ok(changes);
+        }
+        // …unless it is the only one: a commit larger than the limit comes alone and whole.
+        let prefix = keys.change_from(cut);
+        let end = prefix_end(&prefix);
+        range_at(&mut kv, prefix, end, at)
+            .await?
+            .iter()
+            .map(|(_, v)| decode(v, "change"))
+            .collect()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<Revision> {
+        self.inner.revision_tx.subscribe()
+    }
+}
+
+#[async_trait]
+impl AuditStore for EtcdStore {
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
+        let keys = self.keys();
+        let limit = page_limit(query.limit);
+        let mut kv = self.kv();
+        let after = query.after_seq.unwrap_or(0);
+        // A commit's events are under the seq of its last one: the first key at or after
+        // `after + 1` holds the first event wanted.
+        let mut from = keys.audit_events(after.saturating_add(1)).into_bytes();
+        let end = prefix_end(&keys.audit_prefix());
+        let mut at = 0;
+        let mut out = Vec::new();
+        loop {
+            let resp = kv
+                .get(
+                    from.clone(),
+                    Some(
+                        GetOptions::new()
+                            .with_range(end.clone())
+                            .with_limit(AUDIT_BATCH)
+                            .with_revision(at),
+                    ),
+                )
+                .await
+                .map_err(from_etcd)?;
+            if at == 0 {
+                at = resp
+                    .header()
+                    .map_or(0, etcd_client::ResponseHeader::revision);
+            }
+            for item in resp.kvs() {
+                let events: Vec<AuditEvent> = decode(item.value(), "audit events")?;
+                for event in events {
+                    let keep = event.seq > after
+                        && query
+                            .namespace
+                            .as_ref()
+                            .is_none_or(|n| *n == event.namespace)
+                        && query.kind.is_none_or(|k| k == event.kind)
+                        && query.key.as_ref().is_none_or(|k| *k == event.key);
+                    if keep {
+                        out.push(event);
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscription
+// ---------------------------------------------------------------------------------------------
+
+/// Follows `<prefix>rev` for as long as the store lives (it is aborted when the store is
+/// dropped): re-reads the counter on every (re)connect and every [`POLL_INTERVAL`], and
+/// publishes each counter value the watch delivers.
+async fn follow(client: Client, keys: Keys, tx: Arc<watch::Sender<Revision>>) {
+    let rev_key = keys.rev();
+    loop {
+        let mut kv = client.kv_client();
+        let start = match read_counter(&mut kv, &keys, 0).await {
+            Ok((revision, _, at)) => {
+                publish(&tx, revision);
+                at + 1
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd: reading the revision counter");
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+        };
+        let mut watcher = client.watch_client();
+        let mut stream = match watcher
+            .watch(
+                rev_key.as_str(),
+                Some(WatchOptions::new().with_start_revision(start)),
+            )
+            .await
+        {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "etcd: watching the revision counter");
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::select! {
+                message = stream.message() => match message {
+                    Ok(Some(resp)) => {
+                        if resp.canceled() {
+                            break;
+                        }
+                        for event in resp.events() {
+                            if let Some(kv) = event.kv()
+                                && let Some(revision) = std::str::from_utf8(kv.value())
+                                    .ok()
+                                    .and_then(|v| v.parse::<u64>().ok())
+                            {
+                                publish(&tx, revision);
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd: revision watch failed; reconnecting");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
+                    }
+                },
+                () = tokio::time::sleep(POLL_INTERVAL) => {
+                    if let Ok((revision, _, _)) = read_counter(&mut kv, &keys, 0).await {
+                        publish(&tx, revision);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{key_after, prefix_end};
+
+    #[test]
+    fn prefix_ends_and_successor_keys() {
+        assert_eq!(
+            prefix_end("/vexil/flag/prod/"),
+            b"/vexil/flag/prod0".to_vec()
+        );
+        assert_eq!(prefix_end("a\u{7f}"), b"a\x80".to_vec());
+        assert_eq!(key_after("/p/flag/ns/a"), b"/p/flag/ns/a\0".to_vec());
+    }
+}

@@ -1,0 +1,229 @@
+//! Runs the conformance suite against the etcd backend, on one etcd per test process
+//! (`vexil_testkit::etcd`: `VEXIL_TEST_ETCD`, or a private server) with a fresh key prefix per
+//! test, plus what only a shared cluster can show: two stores (two replicas) on one prefix, a
+//! subscriber woken by another store's commits (the watch, not the poll), prefixes that do not
+//! see each other, and an unreachable cluster reported as `Unavailable`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vexil_store::etcd::EtcdStore;
+use vexil_store::{ChangeFeed, Expect, FlagStore, StoreError};
+
+use crate::conformance::{
+    self, assert_chain_verifies, commit_audited, flag, namespace, put_flag, put_ns,
+};
+
+/// How long any wait in these tests may take before it fails.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How soon another store's subscriber must hear of a commit: well under the 1 s poll, so only
+/// the watch can meet it reliably.
+const NOTIFIED_WITHIN: Duration = Duration::from_millis(400);
+
+/// The test etcd's client URL (found or started once per process).
+async fn endpoint() -> String {
+    match tokio::task::spawn_blocking(vexil_testkit::etcd::endpoint).await {
+        Ok(url) => url,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("finding etcd: {e}"),
+        },
+    }
+}
+
+async fn open(prefix: &str) -> EtcdStore {
+    EtcdStore::connect(&[endpoint().await], prefix)
+        .await
+        .unwrap_or_else(|e| panic!("connect to etcd under {prefix}: {e}"))
+}
+
+/// A store on a new, empty prefix.
+async fn fresh() -> EtcdStore {
+    open(&vexil_testkit::etcd::unique_prefix()).await
+}
+
+/// Instantiates each named conformance check as a test on a fresh prefix.
+macro_rules! conformance_tests {
+    ($($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                let store = fresh().await;
+                conformance::$check(&store).await;
+            }
+        )+
+    };
+}
+
+/// The suite, on the backend as the server would run it.
+mod suite {
+    use super::*;
+
+    conformance_tests!(
+        namespaces_round_trip_through_create_update_and_delete,
+        flags_round_trip_with_every_field_preserved,
+        segments_round_trip_through_create_update_and_delete,
+        versions_start_at_one_and_increase_by_one_per_update,
+        creating_an_existing_resource_is_already_exists,
+        stale_version_is_rejected_and_nothing_is_written,
+        conditions_on_missing_resources_are_not_found,
+        a_failing_write_rolls_back_the_whole_batch,
+        flags_and_segments_in_an_unknown_namespace_are_not_found_for_the_namespace,
+        a_namespace_with_flags_or_segments_cannot_be_deleted,
+        a_batch_applies_its_writes_in_order,
+        an_empty_batch_is_a_no_op_at_the_current_revision,
+        an_audit_only_batch_appends_its_events_without_a_new_revision,
+        revisions_strictly_increase_and_a_batch_shares_one,
+        changes_since_returns_commits_in_order_and_resumes_from_any_revision,
+        changes_since_respects_the_limit_without_splitting_a_commit,
+        subscribers_observe_every_committed_revision_eventually,
+        audit_events_get_contiguous_seqs_and_a_verifiable_hash_chain,
+        audit_events_keep_what_the_writer_recorded_and_can_be_filtered,
+        flag_listing_pages_in_key_order_with_a_cursor,
+        flag_listing_filters_by_tag_and_text,
+        listing_limits_default_to_100_and_cap_at_1000,
+        load_namespace_returns_everything_at_the_current_revision,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice() {
+        let store = Arc::new(fresh().await);
+        conformance::concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice(store)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopening_the_store() {
+        let prefix = vexil_testkit::etcd::unique_prefix();
+        conformance::state_survives_reopening_the_store(|| {
+            let prefix = prefix.clone();
+            async move { open(&prefix).await }
+        })
+        .await;
+    }
+}
+
+/// Two stores on one prefix stand for two replicas: the txn compares, not anything in-process,
+/// must keep CAS, revisions and the audit chain intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_prefix_serialise_their_writes() {
+    let prefix = vexil_testkit::etcd::unique_prefix();
+    let a = open(&prefix).await;
+    let b = open(&prefix).await;
+    commit_audited(
+        &a,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_flag(flag("prod", "hot"), Expect::Absent),
+        ],
+    )
+    .await;
+    let per_store = 30;
+    let (ra, rb) = tokio::join!(
+        tokio::spawn({
+            let a = a.clone();
+            async move { conformance::cas_increments(&a, 0, per_store).await }
+        }),
+        tokio::spawn({
+            let b = b.clone();
+            async move { conformance::cas_increments(&b, 1, per_store).await }
+        }),
+    );
+    ra.expect("writer a");
+    rb.expect("writer b");
+    let hot = a.get_flag("prod", "hot").await.expect("get");
+    assert_eq!(hot.version, 2 * per_store + 1);
+    assert_eq!(
+        hot.definition.metadata.get("count"),
+        Some(&serde_json::json!(2 * per_store))
+    );
+    assert_eq!(b.get_flag("prod", "hot").await.expect("get"), hot);
+    let revision = a.current_revision().await.expect("revision");
+    assert_eq!(b.current_revision().await.expect("revision"), revision);
+    let mut revisions: Vec<u64> = b
+        .changes_since(0, usize::MAX)
+        .await
+        .expect("changes")
+        .iter()
+        .map(|c| c.revision)
+        .collect();
+    assert!(revisions.is_sorted());
+    revisions.dedup();
+    assert_eq!(revisions, (1..=revision).collect::<Vec<_>>());
+    assert_chain_verifies(&conformance::all_audit(&b).await);
+}
+
+/// Waits until `rx` shows at least `revision` and returns how long that took.
+async fn time_until(rx: &mut tokio::sync::watch::Receiver<u64>, revision: u64) -> Duration {
+    let start = Instant::now();
+    let waited = tokio::time::timeout(PATIENCE, rx.wait_for(|r| *r >= revision))
+        .await
+        .map(|seen| seen.map(|_| ()));
+    match waited {
+        Ok(Ok(())) => start.elapsed(),
+        Ok(Err(e)) => panic!("the revision channel closed: {e}"),
+        Err(_) => panic!(
+            "still at {} after {PATIENCE:?}, expected {revision}",
+            *rx.borrow()
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_stores_commits_wake_a_subscriber_through_the_watch() {
+    let prefix = vexil_testkit::etcd::unique_prefix();
+    let writer = open(&prefix).await;
+    let reader = open(&prefix).await;
+    let mut rx = reader.subscribe();
+    let c = commit_audited(&writer, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    time_until(&mut rx, c.revision).await;
+    // Commits at random points of the poll cycle: the poll alone would average 500 ms.
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(137 * (i + 1))).await;
+        let c = commit_audited(
+            &writer,
+            vec![put_flag(flag("prod", &format!("f{i}")), Expect::Absent)],
+        )
+        .await;
+        let took = time_until(&mut rx, c.revision).await;
+        assert!(
+            took < NOTIFIED_WITHIN,
+            "commit {i} reached the other store's subscriber after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn stores_on_different_prefixes_do_not_see_each_other() {
+    let a = fresh().await;
+    let b = fresh().await;
+    commit_audited(&a, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    assert_eq!(b.current_revision().await.expect("revision"), 0);
+    assert!(b.list_namespaces().await.expect("list").is_empty());
+    // The same key is free under the other prefix.
+    let c = commit_audited(&b, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    assert_eq!(c.revision, 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_unavailable() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let result = tokio::time::timeout(
+        PATIENCE * 2,
+        EtcdStore::connect(&[format!("http://127.0.0.1:{port}")], "/vexil/"),
+    )
+    .await
+    .expect("connect gives up in time");
+    match result {
+        Err(StoreError::Unavailable { .. }) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(store) => match store.current_revision().await {
+            Err(StoreError::Unavailable { .. }) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        },
+    }
+}
