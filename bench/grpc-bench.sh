@@ -27,6 +27,7 @@
 #   QUIET_WAIT=180 (seconds to wait, before each run, for other processes to go quiet)
 #   VEXIL_PORT, VEXIL_GRPC_PORT, HELLO_PORT (default: the first free ports from 47280)
 #   OUT_DIR=target/grpc-bench  SKIP_BUILD=1 (reuse the release binaries)
+#   SERVER_BIN, HELLO_BIN (other binaries to run, e.g. to compare two builds; with SKIP_BUILD=1)
 # DURATION and WARMUP are in seconds, with the `s` suffix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,8 +76,8 @@ if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release -p vexil-server -p vexil-bench-grpc-hello
 fi
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-server_bin=$target_dir/release/vexil-server
-hello_bin=$target_dir/release/vexil-bench-grpc-hello
+server_bin=${SERVER_BIN:-$target_dir/release/vexil-server}
+hello_bin=${HELLO_BIN:-$target_dir/release/vexil-bench-grpc-hello}
 [ -x "$server_bin" ] && [ -x "$hello_bin" ] || die "release binaries missing; run without SKIP_BUILD"
 
 # --- 3. start -------------------------------------------------------------------------------
@@ -227,10 +228,11 @@ wait_quiet() {
   done
 }
 
-# run NAME DURATION OUTFILE → one line `rps= p50_us= p99_us= requests= server= h2load= other=`:
-# h2load's throughput, percentiles of its per-request log (--log-file: microseconds from the
-# request's start to the end of its response), and the CPU shares of the run (percent of all
-# cores; other = everything else on the machine). h2load stops itself after DURATION; `timeout`
+# run NAME DURATION OUTFILE → one line `rps= p50_us= p99_us= requests= server= h2load= other=
+# srv_us=`: h2load's throughput, percentiles of its per-request log (--log-file: microseconds
+# from the request's start to the end of its response), the CPU shares of the run (percent of
+# all cores; other = everything else on the machine) and the server's CPU time per request
+# (microseconds), which depends much less than req/s on what else the machine runs. h2load stops itself after DURATION; `timeout`
 # is a backstop. Dies when a request failed or an answer was not one message of the expected size.
 run() {
   local secs=${2%s} pid busy0 srv0 t0 timing reqlog=$3.log
@@ -266,7 +268,7 @@ run() {
       split(w, u, " "); cap = (t1 - t0) * n / 100
       srv = (s1 - s0) / hz; busy = (b1 - b0) / hz; gen = u[1] + u[2]; other = busy - srv - gen
       if (other < 0) other = 0
-      printf "rps=%s %s requests=%s server=%.0f h2load=%.0f other=%.0f\n", rps, pcts, ok, srv / cap, gen / cap, other / cap }'
+      printf "rps=%s %s requests=%s server=%.0f h2load=%.0f other=%.0f srv_us=%.2f\n", rps, pcts, ok, srv / cap, gen / cap, other / cap, srv * 1e6 / ok }'
 }
 field() { sed -n "s/.*\<$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 
@@ -274,7 +276,7 @@ log "warm-up: $WARMUP per scenario"
 for n in "${names[@]}"; do run "$n" "$WARMUP" "$OUT_DIR/warmup-$n.txt" >/dev/null; done
 
 results=$OUT_DIR/results.tsv
-printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\th2load_cpu\tother_cpu\n' >"$results"
+printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\th2load_cpu\tother_cpu\tserver_us_per_req\n' >"$results"
 for r in $(seq "$REPEATS"); do
   for n in "${names[@]}"; do
     wait_quiet
@@ -282,7 +284,7 @@ for r in $(seq "$REPEATS"); do
     line=$(run "$n" "$DURATION" "$OUT_DIR/run$r-$n.txt")
     log "  $line"
     printf '%s\t%s' "$r" "$n" >>"$results"
-    for f in rps p50_us p99_us requests server h2load other; do
+    for f in rps p50_us p99_us requests server h2load other srv_us; do
       printf '\t%s' "$(field "$line" "$f")" >>"$results"
     done
     printf '\n' >>"$results"
@@ -303,21 +305,25 @@ echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo
 echo "All repeats:"
 echo
-echo "CPU: share of all $cores cores used by the server, by h2load, and by anything else during the run."
+echo "CPU: share of all $cores cores used by the server, by h2load, and by anything else during the run;"
+echo "server µs/req: the server's CPU time per request."
 echo
-echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / h2load / other |"
-echo "|---:|---|---:|---:|---:|---|"
-awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9 }' "$results"
+echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / h2load / other | server µs/req |"
+echo "|---:|---|---:|---:|---:|---|---:|"
+awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% | %.2f |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9, $10 }' "$results"
 echo
 echo "Medians:"
 echo
-echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline |"
-echo "|---|---:|---:|---:|---:|"
+echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline | server µs/req | baseline µs/req ÷ this |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 base_rps=$(median baseline 3)
+base_us=$(median baseline 10)
 for n in "${names[@]}"; do
   rps=$(median "$n" 3)
-  printf '| %s | %.0f | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
-    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')"
+  us=$(median "$n" 10)
+  printf '| %s | %.0f | %s | %s | %s | %.2f | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
+    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')" \
+    "$us" "$(awk -v a="$us" -v b="$base_us" 'BEGIN { printf "%.1f%%", 100 * b / a }')"
 done
 echo
 v2_ratio=$(awk -v a="$(median v2 3)" -v b="$base_rps" 'BEGIN { printf "%.3f", a / b }')

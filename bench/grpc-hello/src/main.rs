@@ -9,8 +9,9 @@
 //!
 //! Usage: `vexil-bench-grpc-hello [ADDR]`; the address falls back to `HELLO_GRPC_ADDR`, then
 //! `127.0.0.1:50051`. Like `vexil-server`, it runs on tokio's multi-threaded runtime (one worker
-//! per core) and serves a `tokio` `TcpListener` through `serve_with_incoming`, with tonic's
-//! default server settings, no middleware, no state and no logging.
+//! per core). It is tonic's canonical hello-world server: `Server::builder().add_service(..)
+//! .serve(addr)`, with tonic's default settings (among them `TCP_NODELAY` on accepted
+//! connections), no middleware, no state and no logging.
 
 use std::net::SocketAddr;
 
@@ -55,17 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr: SocketAddr = addr
         .parse()
         .map_err(|e| format!("bad address {addr}: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    eprintln!(
-        "vexil-bench-grpc-hello listening on {}",
-        listener.local_addr()?
-    );
+    eprintln!("vexil-bench-grpc-hello listening on {addr}");
     tonic::transport::Server::builder()
         .add_service(GreeterServer::new(Hello))
-        .serve_with_incoming(
-            tonic::transport::server::TcpIncoming::from(listener)
-                .with_nodelay(Some(std::env::var_os("NODELAY").is_some())),
-        )
+        .serve(addr)
         .await?;
     Ok(())
 }

@@ -304,7 +304,8 @@ impl FlagSet {
     /// Evaluates one flag with `$flagd.timestamp` = `now_unix`.
     ///
     /// Never panics. A missing flag is FLAG_NOT_FOUND; a context that is neither an object nor
-    /// null is INVALID_CONTEXT; a rule error is PARSE_ERROR; a rule naming an unknown variant is
+    /// null is INVALID_CONTEXT, as is, for a flag with a rule, one nesting deeper than 128
+    /// levels; a rule error is PARSE_ERROR; a rule naming an unknown variant is
     /// GENERAL. Deterministic for a given (set, key, context, timestamp).
     pub fn evaluate_at(&self, key: &str, context: &Value, now_unix: i64) -> Resolution {
         self.evaluate_one(key, context, Some(now_unix))
@@ -329,6 +330,9 @@ impl FlagSet {
             Ok(rule) => rule,
             Err(r) => return r,
         };
+        if let Some(e) = too_deep(context) {
+            return Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone());
+        }
         ARENA.with(|cell| {
             let mut arena = cell.borrow_mut();
             let r = {
@@ -356,38 +360,37 @@ impl FlagSet {
 
     /// [`FlagSet::evaluate_all_at`], reading the clock (`now == None`) at most once, and only
     /// if a rule needs it.
-    fn evaluate_all_with(
-        &self,
-        context: &Value,
-        mut now: Option<i64>,
-    ) -> Vec<(Arc<str>, Resolution)> {
+    fn evaluate_all_with(&self, context: &Value, mut now: Option<i64>) -> Evaluations {
         let ctx = context_entries(context);
+        let deep = ctx.as_ref().ok().and_then(|_| too_deep(context));
+        let invalid = |flag: &CompiledFlag, e: &String| {
+            Resolution::error(ErrorCode::InvalidContext, e.clone(), flag.metadata.clone())
+        };
         ARENA.with(|cell| {
             let mut arena = cell.borrow_mut();
             let out = {
-                // The context is copied into the arena once; each rule then sees it through a
+                // The context is converted to engine data once; each rule then sees it through a
                 // shallow root object that adds its own `$flagd`.
-                let base = match ctx {
-                    Ok(c) => Ok(context_data(&arena, c, &self.static_context)),
-                    Err(ref e) => Err(e),
+                let base = match (&ctx, &deep) {
+                    (Ok(c), None) => Ok(context_data(&arena, *c, &self.static_context)),
+                    (Err(e), _) | (Ok(_), Some(e)) => Err(e),
                 };
                 self.keys
                     .iter()
                     .zip(&self.compiled)
                     .map(|(key, flag)| {
-                        let r = match base {
-                            Ok(base) => match precheck(flag, None) {
-                                Ok(rule) => {
-                                    let now = clock(flag, &mut now);
-                                    self.run_rule(key, flag, rule, base, now, &arena, None)
-                                }
+                        let r = match (&ctx, base) {
+                            (Err(e), _) => invalid(flag, e),
+                            (Ok(_), base) => match precheck(flag, None) {
                                 Err(r) => r,
+                                Ok(rule) => match base {
+                                    Ok(base) => {
+                                        let now = clock(flag, &mut now);
+                                        self.run_rule(key, flag, rule, base, now, &arena, None)
+                                    }
+                                    Err(e) => invalid(flag, e),
+                                },
                             },
-                            Err(e) => Resolution::error(
-                                ErrorCode::InvalidContext,
-                                e.clone(),
-                                flag.metadata.clone(),
-                            ),
                         };
                         (key.clone(), r)
                     })
@@ -413,6 +416,10 @@ impl FlagSet {
             }
             (Some(flag), Ok(ctx)) => match precheck(flag, Some(&mut trace)) {
                 Err(r) => r,
+                Ok(_) if let Some(e) = too_deep(context) => {
+                    trace.decision = "the context nests too deeply for the rule to read it".into();
+                    Resolution::error(ErrorCode::InvalidContext, e, flag.metadata.clone())
+                }
                 Ok(rule) => ARENA.with(|cell| {
                     let mut arena = cell.borrow_mut();
                     let r = {
@@ -566,6 +573,7 @@ fn note(trace: &mut Option<&mut Trace>, decision: &str) {
 }
 
 /// A variant served with `reason`.
+#[inline(always)]
 fn served(
     flag: &CompiledFlag,
     (variant, value): &(Arc<str>, Arc<Value>),
@@ -582,6 +590,7 @@ fn served(
 }
 
 /// The flag's default variant, or no value when it has none.
+#[inline(always)]
 fn fallback(flag: &CompiledFlag, reason: Reason) -> Resolution {
     match &flag.default {
         Some(d) => served(flag, d, reason),
@@ -598,6 +607,7 @@ fn fallback(flag: &CompiledFlag, reason: Reason) -> Resolution {
 
 /// Everything decided before a rule runs: DISABLED, STATIC, a rule that does not compile. `Ok`
 /// hands back the rule to run.
+#[inline(always)]
 fn precheck<'f>(
     flag: &'f CompiledFlag,
     mut trace: Option<&mut Trace>,
@@ -692,22 +702,25 @@ fn now_unix() -> i64 {
 }
 
 /// The context as an object, or an INVALID_CONTEXT message. `null` is the empty context.
+/// Only the type is checked here; nesting is checked by [`too_deep`] before a rule runs.
 fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, String> {
     match context {
-        Value::Object(m) => {
-            if crate::validate::deeper_than(context, MAX_CONTEXT_DEPTH) {
-                return Err(format!(
-                    "the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"
-                ));
-            }
-            Ok(Some(m))
-        }
+        Value::Object(m) => Ok(Some(m)),
         Value::Null => Ok(None),
         other => Err(format!(
             "the evaluation context must be a JSON object, found {}",
             crate::validate::type_name(other)
         )),
     }
+}
+
+/// The INVALID_CONTEXT message for a context nesting deeper than [`MAX_CONTEXT_DEPTH`]. Checked
+/// only for flags whose rule will read the context: the bound protects the (recursive)
+/// conversion for the engine, and a flag without a rule never looks at the context. (JSON and
+/// protobuf parsers cap nesting below this anyway; only a value built in code can exceed it.)
+fn too_deep(context: &Value) -> Option<String> {
+    crate::validate::deeper_than(context, MAX_CONTEXT_DEPTH)
+        .then(|| format!("the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"))
 }
 
 /// The request context with the static context under it, as engine data, without `$flagd`
@@ -842,16 +855,38 @@ impl KeyHasher {
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+        // Whole-word loads only: gathering a short tail into a zeroed buffer (a variable-length
+        // copy, then an 8-byte load) stalls store forwarding, which cost more than the hash.
+        let len = bytes.len();
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_le_bytes)
+        };
+        let half = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+        };
+        if len >= 8 {
+            let mut at = 0;
+            while at + 8 <= len {
+                self.add(word(at));
+                at += 8;
+            }
+            if at < len {
+                // The last eight bytes, overlapping the previous word.
+                self.add(word(len - 8));
+            }
+        } else if len >= 4 {
+            self.add(half(0) | (half(len - 4) << 32));
+        } else if len > 0 {
+            let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
+            self.add(byte(0) | (byte(len / 2) << 8) | (byte(len - 1) << 16));
         }
-        let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
+        self.add(len as u64);
     }
 
     fn write_u8(&mut self, i: u8) {
@@ -1012,6 +1047,48 @@ mod tests {
             s.evaluate_at("f", &json!({}), 5).variant.as_deref(),
             Some("then")
         );
+    }
+
+    #[test]
+    fn an_overly_deep_context_is_invalid_only_for_flags_that_read_it() {
+        let s = set(json!({"flags": {
+            "static": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a"},
+            "rule": {"state": "ENABLED", "variants": {"a": 1}, "defaultVariant": "a",
+                "targeting": {"if": [{"var": "x"}, "a", null]}}}}));
+        // `{"x": [[...[1]...]]}` with `arrays` arrays nests `arrays + 2` levels.
+        let context = |arrays: usize| {
+            let mut v = json!(1);
+            for _ in 0..arrays {
+                v = Value::Array(vec![v]);
+            }
+            json!({ "x": v })
+        };
+        let ctx = context(MAX_CONTEXT_DEPTH - 1);
+        let codes = |r: &Resolution| (r.reason, r.error_code);
+        let static_ok = (Reason::Static, None);
+        let invalid = (Reason::Error, Some(ErrorCode::InvalidContext));
+        assert_eq!(codes(&s.evaluate("static", &ctx)), static_ok);
+        assert_eq!(codes(&s.evaluate("rule", &ctx)), invalid);
+        assert_eq!(codes(&s.explain("rule", &ctx, 0).resolution), invalid);
+        let all = s.evaluate_all(&ctx);
+        assert_eq!(codes(&all[0].1), invalid);
+        assert_eq!(codes(&all[1].1), static_ok);
+        // Exactly the limit is fine.
+        let ctx = context(MAX_CONTEXT_DEPTH - 2);
+        assert_eq!(s.evaluate("rule", &ctx).reason, Reason::TargetingMatch);
+    }
+
+    #[test]
+    fn the_key_hash_separates_short_and_overlapping_keys() {
+        let hash = |k: &str| KeyHash.hash_one(k);
+        let keys: Vec<String> = ["", "a", "b", "ab", "ba", "abc", "abcd", "abcde", "abcdefgh"]
+            .into_iter()
+            .map(String::from)
+            .chain((0..20_000).map(|i| format!("flag-{i}")))
+            .chain((0..2_000).map(|i| format!("a-rather-long-flag-key-number-{i:06}")))
+            .collect();
+        let distinct: std::collections::HashSet<u64> = keys.iter().map(|k| hash(k)).collect();
+        assert_eq!(distinct.len(), keys.len());
     }
 
     #[test]

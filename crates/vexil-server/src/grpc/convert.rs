@@ -75,6 +75,54 @@ pub fn context(s: Option<&prost_types::Struct>) -> Result<Value, Status> {
     }
 }
 
+/// [`to_json`] by value: keys and strings move into the JSON instead of being copied. The typed
+/// resolves own their request, so an evaluation context converts without a copy.
+///
+/// # Errors
+/// As [`to_json`].
+pub fn into_json(v: prost_types::Value, depth: usize) -> Result<Value, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("the context nests deeper than {MAX_DEPTH} levels"));
+    }
+    Ok(match v.kind {
+        None | Some(Kind::NullValue(_)) => Value::Null,
+        Some(Kind::BoolValue(b)) => Value::Bool(b),
+        Some(Kind::NumberValue(n)) => number(n)?,
+        Some(Kind::StringValue(s)) => Value::String(s),
+        Some(Kind::ListValue(l)) => Value::Array(
+            l.values
+                .into_iter()
+                .map(|x| into_json(x, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(Kind::StructValue(s)) => Value::Object(into_map(s, depth + 1)?),
+    })
+}
+
+/// [`struct_to_map`] by value, as [`into_json`].
+///
+/// # Errors
+/// As [`to_json`].
+pub fn into_map(s: prost_types::Struct, depth: usize) -> Result<Map<String, Value>, String> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| into_json(v, depth).map(|j| (k, j)))
+        .collect()
+}
+
+/// [`context`] by value, as [`into_json`].
+///
+/// # Errors
+/// INVALID_ARGUMENT for over-deep or non-finite input.
+pub fn into_context(s: Option<prost_types::Struct>) -> Result<Value, Status> {
+    match s {
+        None => Ok(Value::Object(Map::new())),
+        Some(s) => into_map(s, 0)
+            .map(Value::Object)
+            .map_err(Status::invalid_argument),
+    }
+}
+
 /// JSON as a protobuf value. JSON from our own store is bounded by serde_json's parse limit.
 pub fn from_json(v: &Value) -> prost_types::Value {
     let kind = match v {
@@ -181,6 +229,18 @@ mod tests {
     }
 
     #[test]
+    fn by_value_conversion_matches_by_reference() {
+        let j = serde_json::json!({"a": [1, "x", true, null, {"b": 2.5}], "c": "d", "e": 7});
+        let Value::Object(m) = &j else {
+            panic!("an object")
+        };
+        let s = map_to_struct(m);
+        assert_eq!(into_context(Some(s.clone())).ok(), context(Some(&s)).ok());
+        assert_eq!(into_context(Some(s)).ok(), Some(j));
+        assert_eq!(into_context(None).ok(), Some(serde_json::json!({})));
+    }
+
+    #[test]
     fn over_deep_structs_are_refused_not_recursed() {
         let mut v = prost_types::Value {
             kind: Some(Kind::NullValue(0)),
@@ -191,5 +251,6 @@ mod tests {
             };
         }
         assert!(to_json(&v, 0).is_err());
+        assert!(into_json(v, 0).is_err());
     }
 }

@@ -71,21 +71,22 @@ fn eval_status(r: &Resolution) -> Option<Status> {
     })
 }
 
-/// Evaluates one flag typed, as both versions need it.
+/// Evaluates one flag typed, as both versions need it. `parts` takes the flag key and context out
+/// of the request message, so the context converts to JSON by moving, not copying.
 fn resolve<T>(
     app: &AppState,
-    req: &Request<T>,
-    key: &str,
-    ctx: Option<&prost_types::Struct>,
+    req: Request<T>,
     kind: ValueKind,
+    parts: impl FnOnce(T) -> (String, Option<prost_types::Struct>),
 ) -> Result<Resolution, Status> {
-    let ns = namespace(req, None);
-    let p = caller(req);
+    let ns = namespace(&req, None);
+    let p = caller(&req);
     let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
-    let context = convert::context(ctx)?;
+    let (key, ctx) = parts(req.into_inner());
+    let context = convert::into_context(ctx)?;
     let out = app
         .flags
-        .evaluate(&pass, &ns, key, &context)
+        .evaluate(&pass, &ns, &key, &context)
         .map_err(status)?;
     let r = out.result.expect(kind);
     match eval_status(&r) {
@@ -204,13 +205,9 @@ impl v2::service_server::Service for EvaluationV2 {
         &self,
         req: Request<v2::ResolveBooleanRequest>,
     ) -> Result<Response<v2::ResolveBooleanResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Boolean,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Boolean, |m| {
+            (m.flag_key, m.context)
+        })?;
         Ok(Response::new(v2::ResolveBooleanResponse {
             value: served(&r).and_then(Value::as_bool),
             reason: reason(&r),
@@ -223,13 +220,7 @@ impl v2::service_server::Service for EvaluationV2 {
         &self,
         req: Request<v2::ResolveStringRequest>,
     ) -> Result<Response<v2::ResolveStringResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::String,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::String, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v2::ResolveStringResponse {
             value: served(&r).and_then(Value::as_str).map(str::to_owned),
             reason: reason(&r),
@@ -242,13 +233,7 @@ impl v2::service_server::Service for EvaluationV2 {
         &self,
         req: Request<v2::ResolveFloatRequest>,
     ) -> Result<Response<v2::ResolveFloatResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Float,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Float, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v2::ResolveFloatResponse {
             value: served(&r).and_then(Value::as_f64),
             reason: reason(&r),
@@ -261,13 +246,9 @@ impl v2::service_server::Service for EvaluationV2 {
         &self,
         req: Request<v2::ResolveIntRequest>,
     ) -> Result<Response<v2::ResolveIntResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Integer,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Integer, |m| {
+            (m.flag_key, m.context)
+        })?;
         Ok(Response::new(v2::ResolveIntResponse {
             value: served(&r).and_then(as_i64),
             reason: reason(&r),
@@ -280,13 +261,7 @@ impl v2::service_server::Service for EvaluationV2 {
         &self,
         req: Request<v2::ResolveObjectRequest>,
     ) -> Result<Response<v2::ResolveObjectResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Object,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Object, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v2::ResolveObjectResponse {
             value: served(&r).and_then(Value::as_object).map(map_to_struct),
             reason: reason(&r),
@@ -381,13 +356,9 @@ impl v1::service_server::Service for EvaluationV1 {
         &self,
         req: Request<v1::ResolveBooleanRequest>,
     ) -> Result<Response<v1::ResolveBooleanResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Boolean,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Boolean, |m| {
+            (m.flag_key, m.context)
+        })?;
         Ok(Response::new(v1::ResolveBooleanResponse {
             value: served(&r).and_then(Value::as_bool).unwrap_or_default(),
             reason: reason(&r),
@@ -400,13 +371,7 @@ impl v1::service_server::Service for EvaluationV1 {
         &self,
         req: Request<v1::ResolveStringRequest>,
     ) -> Result<Response<v1::ResolveStringResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::String,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::String, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v1::ResolveStringResponse {
             value: served(&r)
                 .and_then(Value::as_str)
@@ -422,13 +387,7 @@ impl v1::service_server::Service for EvaluationV1 {
         &self,
         req: Request<v1::ResolveFloatRequest>,
     ) -> Result<Response<v1::ResolveFloatResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Float,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Float, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v1::ResolveFloatResponse {
             value: served(&r).and_then(Value::as_f64).unwrap_or_default(),
             reason: reason(&r),
@@ -441,13 +400,9 @@ impl v1::service_server::Service for EvaluationV1 {
         &self,
         req: Request<v1::ResolveIntRequest>,
     ) -> Result<Response<v1::ResolveIntResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Integer,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Integer, |m| {
+            (m.flag_key, m.context)
+        })?;
         Ok(Response::new(v1::ResolveIntResponse {
             value: served(&r).and_then(as_i64).unwrap_or_default(),
             reason: reason(&r),
@@ -460,13 +415,7 @@ impl v1::service_server::Service for EvaluationV1 {
         &self,
         req: Request<v1::ResolveObjectRequest>,
     ) -> Result<Response<v1::ResolveObjectResponse>, Status> {
-        let r = resolve(
-            &self.0,
-            &req,
-            &req.get_ref().flag_key,
-            req.get_ref().context.as_ref(),
-            ValueKind::Object,
-        )?;
+        let r = resolve(&self.0, req, ValueKind::Object, |m| (m.flag_key, m.context))?;
         Ok(Response::new(v1::ResolveObjectResponse {
             value: served(&r).and_then(Value::as_object).map(map_to_struct),
             reason: reason(&r),

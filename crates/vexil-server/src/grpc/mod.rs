@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::flagd::sync::v1 as sync;
 use vexil_proto::vexil::v1 as pb;
@@ -108,7 +108,10 @@ pub async fn serve(
         .add_service(audit)
         .add_service(watch)
         .add_optional_service(reflection);
+    // TCP_NODELAY, as tonic's own `serve` sets it: a response is several small HTTP/2 frames,
+    // and Nagle's algorithm would hold them for the client's delayed ACK (~40 ms tails).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
