@@ -10,7 +10,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use bumpalo::Bump;
@@ -246,7 +245,7 @@ impl FlagSet {
     /// PARSE_ERROR when evaluated, as flagd does.
     pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
         let set_meta = Arc::new(doc.metadata.clone());
-        let mut index = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash);
+        let mut index = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash::default());
         let mut keys = Vec::with_capacity(doc.flags.len());
         let mut compiled = Vec::with_capacity(doc.flags.len());
         for (key, def) in &doc.flags {
@@ -827,77 +826,10 @@ fn container_to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
     }
 }
 
-/// The hasher of the flag and variant maps: FxHash-style multiply-rotate over 8-byte words
-/// (as `rustc-hash` 2), several times cheaper than SipHash on short keys. Keys are the flag
-/// set's own flag and variant names, so a request cannot fill the maps with colliding keys;
-/// HashDoS resistance buys nothing here.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyHash;
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-#[derive(Debug)]
-struct KeyHasher(u64);
-
-impl KeyHasher {
-    const K: u64 = 0xf135_7aea_2e62_a9c5;
-
-    fn add(&mut self, word: u64) {
-        self.0 = self.0.wrapping_add(word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        // Whole-word loads only: gathering a short tail into a zeroed buffer (a variable-length
-        // copy, then an 8-byte load) stalls store forwarding, which cost more than the hash.
-        let len = bytes.len();
-        let word = |at: usize| {
-            bytes
-                .get(at..at + 8)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_le_bytes)
-        };
-        let half = |at: usize| {
-            bytes
-                .get(at..at + 4)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
-        };
-        if len >= 8 {
-            let mut at = 0;
-            while at + 8 <= len {
-                self.add(word(at));
-                at += 8;
-            }
-            if at < len {
-                // The last eight bytes, overlapping the previous word.
-                self.add(word(len - 8));
-            }
-        } else if len >= 4 {
-            self.add(half(0) | (half(len - 4) << 32));
-        } else if len > 0 {
-            let byte = |i: usize| u64::from(bytes.get(i).copied().unwrap_or(0));
-            self.add(byte(0) | (byte(len / 2) << 8) | (byte(len - 1) << 16));
-        }
-        self.add(len as u64);
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        // The multiply leaves the good bits high; hashbrown indexes with the low ones.
-        self.0.rotate_left(26)
-    }
-}
+/// The hasher of the flag and variant maps: `rustc-hash`'s FxHash, several times cheaper than
+/// SipHash on short keys. Keys are the flag set's own flag and variant names, so a request
+/// cannot fill the maps with colliding keys; HashDoS resistance buys nothing here.
+type KeyHash = rustc_hash::FxBuildHasher;
 
 /// Converts an engine value back to JSON (for `explain` and messages only).
 fn datavalue_to_json(v: &DataValue<'_>) -> Value {
@@ -1080,7 +1012,8 @@ mod tests {
 
     #[test]
     fn the_key_hash_separates_short_and_overlapping_keys() {
-        let hash = |k: &str| KeyHash.hash_one(k);
+        use std::hash::BuildHasher;
+        let hash = |k: &str| KeyHash::default().hash_one(k);
         let keys: Vec<String> = ["", "a", "b", "ab", "ba", "abc", "abcd", "abcde", "abcdefgh"]
             .into_iter()
             .map(String::from)

@@ -66,7 +66,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(all.len(), set.len());
             for (key, r) in &all {
                 check(r);
-                assert_eq!(r, &set.evaluate_at(key, request, NOW), "evaluate_all disagrees for {key}");
+                assert_eq!(
+                    r,
+                    &set.evaluate_at(key, request, NOW),
+                    "evaluate_all disagrees for {key}"
+                );
             }
         }
     }
