@@ -23,7 +23,9 @@
 #   QUIET_WAIT=120 (seconds to wait, before each run, for other processes to go quiet)
 #   MAX_OTHER=10 RETRIES=2 (a run in which other processes used over MAX_OTHER% of the cores is
 #   redone, at most RETRIES times)
-#   VEXIL_PORT, HELLO_PORT (default: the first free ports from 47180)
+#   WORKERS (tokio worker threads of both servers; default one per core, as in production)
+#   NICE=-10 (niceness of the servers and wrk when run as root; NICE=0 to leave it)
+#   VEXIL_PORT, HELLO_PORT, GRPC_PORT (default: the first free ports from 47180)
 #   OUT_DIR=target/http-bench  SKIP_BUILD=1 (reuse the release binaries)
 # DURATION and WARMUP are in seconds, with the `s` suffix.
 set -euo pipefail
@@ -36,6 +38,8 @@ REPEATS=${REPEATS:-3}
 QUIET_WAIT=${QUIET_WAIT:-120}
 MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-2}
+# Servers and wrk run at this niceness when root, so background builds get only what is left.
+NICE=${NICE:--10}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 OUT_DIR=${OUT_DIR:-$root/target/http-bench}
@@ -72,6 +76,11 @@ server_bin=$target_dir/release/vexil-server
 hello_bin=$target_dir/release/vexil-bench-hello
 [ -x "$server_bin" ] && [ -x "$hello_bin" ] || die "release binaries missing; run without SKIP_BUILD"
 
+nice_cmd=()
+if [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then nice_cmd=(nice -n "$NICE"); fi
+# WORKERS=N sets TOKIO_WORKER_THREADS for both servers (default: tokio's one per core).
+if [ -n "${WORKERS:-}" ]; then export TOKIO_WORKER_THREADS=$WORKERS; fi
+
 # --- 3. start ---------------------------------------------------------------------------------
 mkdir -p "$OUT_DIR"
 work=$(mktemp -d)
@@ -92,17 +101,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_free() { ! (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-pick_port() { # the first free port of 47180..47199 other than $1
+pick_port() { # the first free port of 47180..47199 other than $1 and $2
   local p
   for p in $(seq 47180 47199); do
-    if [ "$p" != "${1:-}" ] && port_free "$p"; then echo "$p"; return; fi
+    if [ "$p" != "${1:-}" ] && [ "$p" != "${2:-}" ] && port_free "$p"; then echo "$p"; return; fi
   done
   die "no free port in 47180..47199 (set VEXIL_PORT / HELLO_PORT)"
 }
 VEXIL_PORT=${VEXIL_PORT:-$(pick_port)}
 HELLO_PORT=${HELLO_PORT:-$(pick_port "$VEXIL_PORT")}
+# The server also opens its gRPC listener; it gets a port of its own, idle during the benchmark.
+GRPC_PORT=${GRPC_PORT:-$(pick_port "$VEXIL_PORT" "$HELLO_PORT")}
 port_free "$VEXIL_PORT" || die "$HOST:$VEXIL_PORT is in use (set VEXIL_PORT)"
 port_free "$HELLO_PORT" || die "$HOST:$HELLO_PORT is in use (set HELLO_PORT)"
+port_free "$GRPC_PORT" || die "$HOST:$GRPC_PORT is in use (set GRPC_PORT)"
 
 # Polls `curl ARGS...` until it succeeds, for at most $1 seconds.
 wait_for() {
@@ -115,12 +127,12 @@ wait_for() {
 }
 
 log "starting vexil-server on $HOST:$VEXIL_PORT"
-VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_DATA=$work/vexil.db LOG_FORMAT=json RUST_LOG=warn \
-  "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
+VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_GRPC_ADDR=$HOST:$GRPC_PORT VEXIL_DATA=$work/vexil.db LOG_FORMAT=json RUST_LOG=warn \
+  "${nice_cmd[@]}" "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
 vexil_pid=$!
 pids+=("$vexil_pid")
 log "starting vexil-bench-hello on $HOST:$HELLO_PORT"
-"$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
+"${nice_cmd[@]}" "$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
 hello_pid=$!
 pids+=("$hello_pid")
 
@@ -197,7 +209,7 @@ run() {
   local secs=${2%s} pid busy0 srv0 t0 timing
   if [ "$1" = baseline ]; then pid=$hello_pid; else pid=$vexil_pid; fi
   busy0=$(cpu_busy); srv0=$(proc_cpu "$pid"); t0=$(date +%s.%N)
-  timing=$( { TIMEFORMAT='%3U %3S'; time timeout $((secs + 30)) wrk -t"$THREADS" \
+  timing=$( { TIMEFORMAT='%3U %3S'; time timeout $((secs + 30)) "${nice_cmd[@]}" wrk -t"$THREADS" \
     -c"$CONNECTIONS" -d"$2" --timeout 5s --latency -s "$LUA" "${url[$1]}" -- "$CONTEXT" \
     >"$3" 2>&1; } 2>&1 ) || die "wrk failed: $(cat "$3")"
   local line
@@ -248,7 +260,7 @@ median() { # median of the column $2 for scenario $1
 ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
 
 echo
-echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $REPEATS repeats (alternating), load generator and servers share the cores"
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $REPEATS repeats (alternating), load generator and servers share the cores${nice_cmd[*]:+, run under ${nice_cmd[*]}}${WORKERS:+, TOKIO_WORKER_THREADS=$WORKERS}"
 echo
 echo "All repeats:"
 echo
