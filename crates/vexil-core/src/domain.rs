@@ -28,6 +28,10 @@ pub struct Namespace {
     /// Merged under every evaluation context in this namespace (request keys win).
     #[serde(default)]
     pub evaluation_context: Map<String, Value>,
+    /// Lets callers without credentials evaluate flags here (off by default): for clients
+    /// that cannot send a token. Nothing else is ever open to them.
+    #[serde(default)]
+    pub anonymous_evaluation: bool,
     /// Starts at 1, +1 per update.
     #[serde(default)]
     pub version: u64,
@@ -110,6 +114,14 @@ pub enum ResourceKind {
     Flag,
     /// A segment.
     Segment,
+    /// A user account (also the kind of login events).
+    User,
+    /// A custom role.
+    Role,
+    /// A role binding.
+    Binding,
+    /// An API token.
+    Token,
 }
 
 impl ResourceKind {
@@ -119,6 +131,10 @@ impl ResourceKind {
             ResourceKind::Namespace => "namespace",
             ResourceKind::Flag => "flag",
             ResourceKind::Segment => "segment",
+            ResourceKind::User => "user",
+            ResourceKind::Role => "role",
+            ResourceKind::Binding => "binding",
+            ResourceKind::Token => "token",
         }
     }
 }
@@ -247,7 +263,7 @@ pub fn validate_flag_key(what: &'static str, key: &str) -> Result<(), KeyError> 
     )
 }
 
-fn check_key(
+pub(crate) fn check_key(
     what: &'static str,
     key: &str,
     max: usize,

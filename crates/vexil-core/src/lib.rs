@@ -6,6 +6,7 @@
 
 pub mod domain;
 pub mod evaluate;
+pub mod identity;
 pub mod model;
 pub mod rules;
 pub mod validate;

@@ -376,7 +376,13 @@ impl FlagService {
         let mut v = Vec::new();
         reject_unknown(
             obj,
-            &["key", "name", "description", "evaluationContext"],
+            &[
+                "key",
+                "name",
+                "description",
+                "evaluationContext",
+                "anonymousEvaluation",
+            ],
             &mut v,
         );
         let key = body_key(obj, path_key, "namespace", &mut v).unwrap_or_default();
@@ -396,12 +402,27 @@ impl FlagService {
                 Map::new()
             }
         };
+        let anonymous_evaluation = match obj.get("anonymousEvaluation") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                v.push(Violation::new(
+                    "anonymousEvaluation",
+                    format!(
+                        "must be a boolean, found {}",
+                        vexil_core::validate::type_name(other)
+                    ),
+                ));
+                false
+            }
+        };
         done(
             Namespace {
                 key,
                 name,
                 description,
                 evaluation_context,
+                anonymous_evaluation,
                 version: 0,
                 created_at: 0,
                 updated_at: 0,

@@ -17,6 +17,7 @@ pub mod sqlite;
 use async_trait::async_trait;
 use serde_json::Value;
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::identity::{ApiToken, Binding, IdentityState, Role, User};
 
 /// A store failure, in domain terms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,6 +306,108 @@ pub trait AuditStore: Send + Sync + 'static {
     /// # Errors
     /// Unavailable / Internal.
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// One identity write. Identity is small (users, custom roles, bindings, tokens), so it is read
+/// whole ([`IdentityStore::load_identity`]) and written in atomic batches like flag state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdentityWrite {
+    /// Create or replace a user; the store sets `version` (previous + 1, or 1) and keeps
+    /// `created_at` of an existing user.
+    PutUser {
+        /// New state.
+        user: User,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete a user.
+    DeleteUser {
+        /// Name.
+        name: String,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Create or replace a custom role (versioned like users).
+    PutRole {
+        /// New state.
+        role: Role,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete a custom role.
+    DeleteRole {
+        /// Name.
+        name: String,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Add a binding; its id must be new ([`StoreError::AlreadyExists`] otherwise).
+    CreateBinding {
+        /// The binding.
+        binding: Binding,
+    },
+    /// Remove a binding ([`StoreError::NotFound`] when absent).
+    DeleteBinding {
+        /// Its id.
+        id: String,
+    },
+    /// Add an API token; its id and its digest must both be new.
+    CreateToken {
+        /// The token (digest only; the secret is never stored).
+        token: ApiToken,
+    },
+    /// Revoke (delete) an API token ([`StoreError::NotFound`] when absent).
+    DeleteToken {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// What a successful identity commit produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityCommitted {
+    /// The new identity revision (unchanged for an audit-only batch).
+    pub revision: u64,
+    /// The audit events as stored (with `seq`, `prev_hash`, `hash`).
+    pub audit: Vec<AuditEvent>,
+}
+
+/// Users, custom roles, role bindings and API tokens.
+///
+/// Failed conditions are reported as for [`FlagStore::commit`], with the resource kinds
+/// `user`, `role`, `binding` and `token`, an empty namespace and the name or id as key.
+#[async_trait]
+pub trait IdentityStore: Send + Sync + 'static {
+    /// Applies `writes` and appends `audit` atomically, bumping the identity revision by one
+    /// when `writes` is non-empty.
+    ///
+    /// All-or-nothing, in order. The audit events join the same hash-chained log as flag
+    /// events. A batch with no writes only appends its audit events (failed logins are
+    /// recorded this way) and leaves the revision alone.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::AlreadyExists`] (a duplicate user, role,
+    /// binding id, token id or token digest), [`StoreError::VersionMismatch`], Unavailable /
+    /// Internal.
+    async fn commit_identity(
+        &self,
+        writes: Vec<IdentityWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<IdentityCommitted, StoreError>;
+
+    /// Everything, read in one transaction: users, roles, bindings and tokens in key (name or
+    /// id) order, and the identity revision they are at.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn load_identity(&self) -> Result<IdentityState, StoreError>;
+
+    /// The current identity revision (0 before the first write). Cheap: replicas poll it to
+    /// notice changes made elsewhere, such as a revoked token.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    async fn identity_revision(&self) -> Result<u64, StoreError>;
 }
 
 /// Computes an audit event's chain hash: SHA-256 over the previous hash and the event's

@@ -151,6 +151,10 @@ fn namespace_body(n: &pb::Namespace) -> Result<Value, Status> {
             Value::Object(struct_json(c, "evaluationContext")?),
         );
     }
+    m.insert(
+        "anonymousEvaluation".into(),
+        Value::Bool(n.anonymous_evaluation),
+    );
     if n.version != 0 {
         m.insert("version".into(), n.version.into());
     }
@@ -202,6 +206,7 @@ fn namespace_message(n: &Namespace) -> pb::Namespace {
         name: n.name.clone(),
         description: n.description.clone(),
         evaluation_context: Some(map_to_struct(&n.evaluation_context)),
+        anonymous_evaluation: n.anonymous_evaluation,
         version: n.version,
         created_at_ms: n.created_at,
         updated_at_ms: n.updated_at,

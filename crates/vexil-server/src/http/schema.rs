@@ -191,6 +191,14 @@ pub enum ResourceKind {
     Flag,
     /// A segment.
     Segment,
+    /// A user account (also login events).
+    User,
+    /// A custom role.
+    Role,
+    /// A role binding.
+    Binding,
+    /// An API token.
+    Token,
 }
 
 /// How an import treats flags the file does not mention.
@@ -229,6 +237,8 @@ pub struct Namespace {
     /// Merged under every evaluation context in this namespace (request keys win).
     #[schema(value_type = Object)]
     evaluation_context: BTreeMap<String, serde_json::Value>,
+    /// Callers without credentials may evaluate flags here (off by default).
+    anonymous_evaluation: bool,
     /// Starts at 1, +1 per update; the ETag is this number in quotes.
     #[schema(minimum = 1)]
     version: u64,
@@ -255,6 +265,10 @@ pub struct NamespaceInput {
     /// Merged under every evaluation context in this namespace (request keys win).
     #[schema(required = false, value_type = Object)]
     evaluation_context: BTreeMap<String, serde_json::Value>,
+    /// Let callers without credentials evaluate flags here (default false). Meant for clients
+    /// that cannot send a token; nothing else is ever open to them.
+    #[schema(required = false)]
+    anonymous_evaluation: bool,
 }
 
 /// All namespaces.
@@ -1162,10 +1176,19 @@ mod tests {
         }
         assert_enum::<ErrorCode, _>(&codes);
         use vexil_core::domain::ResourceKind as K;
-        let kinds = [K::Namespace, K::Flag, K::Segment];
+        let kinds = [
+            K::Namespace,
+            K::Flag,
+            K::Segment,
+            K::User,
+            K::Role,
+            K::Binding,
+            K::Token,
+        ];
         for k in kinds {
             match k {
-                K::Namespace | K::Flag | K::Segment => {}
+                K::Namespace | K::Flag | K::Segment | K::User | K::Role | K::Binding | K::Token => {
+                }
             }
         }
         assert_enum::<ResourceKind, _>(&kinds);

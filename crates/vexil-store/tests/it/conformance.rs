@@ -50,6 +50,7 @@ pub(crate) fn namespace(key: &str) -> Namespace {
         name: format!("The {key} namespace"),
         description: String::new(),
         evaluation_context: Map::new(),
+        anonymous_evaluation: false,
         version: 0,
         created_at: T0,
         updated_at: T0,
