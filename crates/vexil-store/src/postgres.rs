@@ -36,6 +36,8 @@ mod error;
 mod feed;
 mod write;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +46,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
 
 use self::error::{TxError, from_json, from_migrate, from_sqlx, internal};
@@ -192,38 +194,63 @@ fn redact(err: &sqlx::Error) -> String {
     }
 }
 
+/// The future of one attempt at a write transaction's body, borrowing its connection.
+type TxBody<'c, T> = Pin<Box<dyn Future<Output = Result<T, TxError>> + Send + 'c>>;
+
 impl Inner {
     async fn commit(
         &self,
         writes: Vec<Write>,
         audit: Vec<AuditEvent>,
     ) -> Result<Committed, StoreError> {
-        let _writer = tokio::time::timeout(WRITE_QUEUE_TIMEOUT, self.write_lock.lock())
+        let _writer = self.writer_turn().await?;
+        let committed = self
+            .transact(|conn| {
+                Box::pin(write::apply(
+                    conn,
+                    writes.clone(),
+                    audit.clone(),
+                    now_millis(),
+                ))
+            })
+            .await?;
+        // Still under the writer lock, so this process publishes its revisions in order (the
+        // feed may publish them too, or a later one: only increases are sent).
+        feed::publish(&self.revision_tx, committed.revision);
+        Ok(committed)
+    }
+
+    /// Waits for this process's earlier writers (see [`Inner::write_lock`]).
+    async fn writer_turn(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        tokio::time::timeout(WRITE_QUEUE_TIMEOUT, self.write_lock.lock())
             .await
             .map_err(|_| StoreError::Unavailable {
                 message: format!(
                     "postgres: earlier commits of this process still running after {WRITE_QUEUE_TIMEOUT:?}"
                 ),
-            })?;
-        let mut attempt = 1;
+            })
+    }
+
+    /// Runs `attempt` in a write transaction, committing it if it succeeds, and runs it again
+    /// (in a new transaction) after a serialization failure or deadlock, up to
+    /// [`COMMIT_ATTEMPTS`] times. The caller holds its writer turn.
+    async fn transact<T>(
+        &self,
+        mut attempt: impl for<'c> FnMut(&'c mut PgConnection) -> TxBody<'c, T>,
+    ) -> Result<T, StoreError> {
+        let mut tries = 1;
         loop {
-            match self.try_commit(writes.clone(), audit.clone()).await {
-                Ok(committed) => {
-                    // Still under the writer lock, so this process publishes its revisions in
-                    // order (the feed may publish them too, or a later one: only increases
-                    // are sent).
-                    feed::publish(&self.revision_tx, committed.revision);
-                    return Ok(committed);
-                }
-                Err(TxError::Retry(e)) if attempt < COMMIT_ATTEMPTS => {
-                    tracing::debug!(error = %e, attempt, "postgres: commit conflicted; retrying");
-                    attempt += 1;
+            match self.try_transact(&mut attempt).await {
+                Ok(done) => return Ok(done),
+                Err(TxError::Retry(e)) if tries < COMMIT_ATTEMPTS => {
+                    tracing::debug!(error = %e, attempt = tries, "postgres: commit conflicted; retrying");
+                    tries += 1;
                     // A short, growing pause so that the conflicting transaction can finish.
-                    tokio::time::sleep(Duration::from_millis(10 * u64::from(attempt))).await;
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(tries))).await;
                 }
                 Err(TxError::Retry(e)) => {
                     return Err(StoreError::Unavailable {
-                        message: format!("postgres: commit conflicted {attempt} times: {e}"),
+                        message: format!("postgres: commit conflicted {tries} times: {e}"),
                     });
                 }
                 Err(TxError::Failed(e)) => return Err(e),
@@ -232,21 +259,20 @@ impl Inner {
     }
 
     /// One transaction. Nothing is written unless it returns `Ok`.
-    async fn try_commit(
+    async fn try_transact<T>(
         &self,
-        writes: Vec<Write>,
-        audit: Vec<AuditEvent>,
-    ) -> Result<Committed, TxError> {
+        attempt: &mut impl for<'c> FnMut(&'c mut PgConnection) -> TxBody<'c, T>,
+    ) -> Result<T, TxError> {
         // READ COMMITTED explicitly, whatever the database's default: the design depends on
         // each statement seeing the commits that released the revision row before it.
         let mut tx = self
             .pool
             .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
             .await?;
-        match write::apply(&mut tx, writes, audit, now_millis()).await {
-            Ok(committed) => {
+        match attempt(&mut tx).await {
+            Ok(done) => {
                 tx.commit().await?;
-                Ok(committed)
+                Ok(done)
             }
             Err(e) => {
                 if let Err(rollback) = tx.rollback().await {

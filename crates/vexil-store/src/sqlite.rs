@@ -15,7 +15,9 @@
 mod error;
 mod write;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +157,9 @@ impl SqliteStore {
     }
 }
 
+/// The future of a write transaction's body, borrowing the transaction's connection.
+type TxBody<'c, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'c>>;
+
 impl Inner {
     async fn commit(
         &self,
@@ -162,6 +167,27 @@ impl Inner {
         audit: Vec<AuditEvent>,
     ) -> Result<Committed, StoreError> {
         let _writer = self.write_lock.lock().await;
+        let committed = self
+            .transact(|conn| Box::pin(write::apply(conn, writes, audit, now_millis())))
+            .await?;
+        // Still under the writer lock, so revisions are published in order.
+        let revision = committed.revision;
+        self.revision_tx.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
+        Ok(committed)
+    }
+
+    /// Runs `body` in one write transaction, committing it if `body` succeeds and rolling it
+    /// back otherwise. The caller holds [`Inner::write_lock`].
+    async fn transact<T>(
+        &self,
+        body: impl for<'c> FnOnce(&'c mut SqliteConnection) -> TxBody<'c, T>,
+    ) -> Result<T, StoreError> {
         // IMMEDIATE takes the write lock up front, so the version checks below read the state
         // the writes will apply to (a DEFERRED transaction could be overtaken by another
         // process between its read and its first write, then fail with SQLITE_BUSY).
@@ -170,19 +196,10 @@ impl Inner {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(from_sqlx)?;
-        match write::apply(&mut tx, writes, audit, now_millis()).await {
-            Ok(committed) => {
+        match body(&mut tx).await {
+            Ok(done) => {
                 tx.commit().await.map_err(from_sqlx)?;
-                // Still under the writer lock, so revisions are published in order.
-                let revision = committed.revision;
-                self.revision_tx.send_if_modified(|current| {
-                    let newer = revision > *current;
-                    if newer {
-                        *current = revision;
-                    }
-                    newer
-                });
-                Ok(committed)
+                Ok(done)
             }
             Err(e) => {
                 if let Err(rollback) = tx.rollback().await {

@@ -33,11 +33,7 @@ pub(super) async fn apply(
     // The first statement of every commit, so the lock order is the same everywhere (no
     // deadlocks) and everything below runs with all earlier commits visible.
     let (current, revision) = if writes.is_empty() {
-        let (current,): (i64,) =
-            sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton FOR UPDATE")
-                .fetch_one(&mut *conn)
-                .await?;
-        (to_u64(current)?, None)
+        (lock_commits(conn).await?, None)
     } else {
         let (next,): (i64,) = sqlx::query_as(
             "UPDATE revision_counter SET revision = revision + 1 WHERE singleton \
@@ -92,6 +88,17 @@ pub(super) async fn apply(
     })
 }
 
+/// Locks the revision counter row without moving it, and returns the current revision: what
+/// a commit that allocates no revision (an audit-only batch, an identity commit) takes first,
+/// so that it is serialised with every other commit and may extend the audit chain.
+pub(super) async fn lock_commits(conn: &mut PgConnection) -> Result<Revision, TxError> {
+    let (current,): (i64,) =
+        sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton FOR UPDATE")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(to_u64(current)?)
+}
+
 /// What one write did, for the change row and the result.
 struct Applied {
     kind: ResourceKind,
@@ -142,7 +149,7 @@ async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, TxE
 }
 
 /// Checks a write's condition against the stored version (`None`: absent).
-fn check(
+pub(super) fn check(
     expect: Expect,
     stored: Option<u64>,
     kind: ResourceKind,
@@ -191,7 +198,7 @@ fn next_version<T>(existing: Option<&(u64, T)>) -> u64 {
     existing.map_or(1, |(v, _)| v + 1)
 }
 
-fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
+pub(super) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
     let value =
         serde_json::to_value(value).map_err(|e| from_json(&format!("encoding a {what}"), &e))?;
     // The stored text is the serialisation of the very `Value` returned, so what callers get
@@ -203,7 +210,7 @@ fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), Store
 /// The compare-and-set itself: an update that only matches the version the check read. Under
 /// the revision row lock the row cannot have moved since, so a miss is a bug, not a conflict;
 /// it is still refused rather than written over.
-fn expect_one_row(
+pub(super) fn expect_one_row(
     result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
     what: &str,
 ) -> Result<(), TxError> {
@@ -508,7 +515,7 @@ async fn delete_scoped(
 
 /// Appends audit events after the last one, assigning `seq`, `prev_hash` and `hash`. The
 /// revision row lock the caller holds makes "the last one" stable until this commits.
-async fn append_audit(
+pub(super) async fn append_audit(
     conn: &mut PgConnection,
     events: Vec<AuditEvent>,
     revision: Option<Revision>,

@@ -119,7 +119,7 @@ async fn apply_one(conn: &mut SqliteConnection, write: Write) -> Result<Applied,
 }
 
 /// Checks a write's condition against the stored version (`None`: absent).
-fn check(
+pub(super) fn check(
     expect: Expect,
     stored: Option<u64>,
     kind: ResourceKind,
@@ -171,7 +171,7 @@ fn next_version<T>(existing: Option<&(u64, T)>) -> u64 {
     existing.map_or(1, |(v, _)| v + 1)
 }
 
-fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
+pub(super) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
     let value =
         serde_json::to_value(value).map_err(|e| from_json(&format!("encoding a {what}"), &e))?;
     // The stored text is the serialisation of the very `Value` returned, so what callers get
@@ -417,7 +417,7 @@ async fn delete_scoped(
 }
 
 /// Appends audit events after the last one, assigning `seq`, `prev_hash` and `hash`.
-async fn append_audit(
+pub(super) async fn append_audit(
     conn: &mut SqliteConnection,
     events: Vec<AuditEvent>,
     revision: Option<Revision>,
