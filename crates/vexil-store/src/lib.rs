@@ -11,6 +11,7 @@
 //! or not at all" holds by construction.
 
 pub mod etcd;
+mod identity;
 pub mod postgres;
 pub mod sqlite;
 

@@ -1,9 +1,10 @@
-//! The PostgreSQL backend: all flag state, the change feed and the audit log in one database,
-//! shared by any number of stateless replicas (DESIGN.md §5, the postgres mode).
+//! The PostgreSQL backend: all flag state, identity, the change feed and the audit log in one
+//! database, shared by any number of stateless replicas (DESIGN.md §5, the postgres mode).
 //!
 //! It owns the connection pool and its session settings (lock, statement and
 //! idle-in-transaction timeouts), the embedded migrations in `migrations/postgres/`, the
-//! commit discipline of [`FlagStore::commit`] (in `postgres/write.rs`), and the cross-process
+//! commit discipline of [`FlagStore::commit`] (in `postgres/write.rs`) and
+//! [`IdentityStore::commit_identity`] (in `postgres/identity.rs`), and the cross-process
 //! change notification behind [`ChangeFeed::subscribe`] (in `postgres/feed.rs`). Semantics are
 //! the SQLite backend's, exactly; both pass the same conformance suite.
 //!
@@ -11,8 +12,9 @@
 //!
 //! Every commit runs at READ COMMITTED and starts by locking the single row of
 //! `revision_counter` (`UPDATE … SET revision = revision + 1` for a batch with writes,
-//! `SELECT … FOR UPDATE` for an audit-only batch). That one lock gives, across every process
-//! and replica on the database:
+//! `SELECT … FOR UPDATE` for an audit-only batch and for every identity commit, which then
+//! locks its own `identity_revision` row). That one lock gives, across every process and
+//! replica on the database:
 //! - **no lost update**: the version checks run after the lock is granted, and at READ
 //!   COMMITTED each statement sees every commit that released it before, so the checks are
 //!   exact; the writes are still `UPDATE … WHERE version = $old` as a second guard;
@@ -34,6 +36,7 @@
 
 mod error;
 mod feed;
+mod identity;
 mod write;
 
 use std::future::Future;
@@ -48,11 +51,12 @@ use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Mutex, MutexGuard, watch};
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::identity::IdentityState;
 
 use self::error::{TxError, from_json, from_migrate, from_sqlx, internal};
 use crate::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, NamespaceState, Page,
-    StoreError, Write,
+    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
+    IdentityStore, IdentityWrite, NamespaceState, Page, StoreError, Write,
 };
 
 /// The channel every commit notifies, with its revision as the payload.
@@ -218,6 +222,17 @@ impl Inner {
         // feed may publish them too, or a later one: only increases are sent).
         feed::publish(&self.revision_tx, committed.revision);
         Ok(committed)
+    }
+
+    async fn commit_identity(
+        &self,
+        writes: Vec<IdentityWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<IdentityCommitted, StoreError> {
+        // The same queue as flag commits: an identity commit takes the same row lock first.
+        let _writer = self.writer_turn().await?;
+        self.transact(|conn| Box::pin(identity::apply(conn, writes.clone(), audit.clone())))
+            .await
     }
 
     /// Waits for this process's earlier writers (see [`Inner::write_lock`]).
@@ -533,6 +548,41 @@ impl AuditStore for PostgresStore {
         .await
         .map_err(from_sqlx)?;
         docs.iter().map(|(d,)| decode(d, "audit event")).collect()
+    }
+}
+
+#[async_trait]
+impl IdentityStore for PostgresStore {
+    async fn commit_identity(
+        &self,
+        writes: Vec<IdentityWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<IdentityCommitted, StoreError> {
+        if writes.is_empty() && audit.is_empty() {
+            return Ok(IdentityCommitted {
+                revision: self.identity_revision().await?,
+                audit: Vec::new(),
+            });
+        }
+        // On its own task, like a flag commit, so that a caller dropping its future cannot
+        // abandon the transaction between COMMIT and its answer.
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.commit_identity(writes, audit).await })
+            .await
+            .map_err(|e| internal(format!("postgres: identity commit task failed: {e}")))?
+    }
+
+    async fn load_identity(&self) -> Result<IdentityState, StoreError> {
+        // REPEATABLE READ: the revision and every row from one snapshot.
+        let mut tx = self.read_tx().await?;
+        let state = identity::load(&mut tx).await?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        Ok(state)
+    }
+
+    async fn identity_revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        identity::revision(&mut conn).await
     }
 }
 

@@ -1,11 +1,12 @@
-//! The embedded SQLite backend: all flag state, the change feed and the audit log in one file,
-//! the default mode that runs with no setup (DESIGN.md §5).
+//! The embedded SQLite backend: all flag state, identity, the change feed and the audit log in
+//! one file, the default mode that runs with no setup (DESIGN.md §5).
 //!
 //! It owns the connection pool and its settings (WAL, `synchronous=NORMAL`, foreign keys, busy
 //! timeout), the embedded migrations in `migrations/sqlite/`, the single-writer discipline of
-//! [`FlagStore::commit`] (in `sqlite/write.rs`), and the in-process change notification behind
-//! [`ChangeFeed::subscribe`]. Reads are plain queries on the pool; WAL lets them run alongside
-//! the writer without blocking it.
+//! [`FlagStore::commit`] (in `sqlite/write.rs`) and [`IdentityStore::commit_identity`] (in
+//! `sqlite/identity.rs`), which share one writer lock and one audit chain, and the in-process
+//! change notification behind [`ChangeFeed::subscribe`]. Reads are plain queries on the pool;
+//! WAL lets them run alongside the writer without blocking it.
 //!
 //! Limitation: [`ChangeFeed::subscribe`] only sees commits made through this process's
 //! [`SqliteStore`] (and its clones). Another process writing the same file is serialised
@@ -13,6 +14,7 @@
 //! process's subscribers until the next local commit.
 
 mod error;
+mod identity;
 mod write;
 
 use std::future::Future;
@@ -30,11 +32,12 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{Mutex, watch};
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::identity::IdentityState;
 
 use self::error::{from_json, from_migrate, from_sqlx, internal};
 use crate::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, NamespaceState, Page,
-    StoreError, Write,
+    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
+    IdentityStore, IdentityWrite, NamespaceState, Page, StoreError, Write,
 };
 
 /// How long a statement waits for another connection's (or process's) write lock before it
@@ -180,6 +183,17 @@ impl Inner {
             newer
         });
         Ok(committed)
+    }
+
+    async fn commit_identity(
+        &self,
+        writes: Vec<IdentityWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<IdentityCommitted, StoreError> {
+        // The same writer lock as flag commits: both extend the one audit chain.
+        let _writer = self.write_lock.lock().await;
+        self.transact(|conn| Box::pin(identity::apply(conn, writes, audit)))
+            .await
     }
 
     /// Runs `body` in one write transaction, committing it if `body` succeeds and rolling it
@@ -455,6 +469,41 @@ impl AuditStore for SqliteStore {
         .await
         .map_err(from_sqlx)?;
         docs.iter().map(|(d,)| decode(d, "audit event")).collect()
+    }
+}
+
+#[async_trait]
+impl IdentityStore for SqliteStore {
+    async fn commit_identity(
+        &self,
+        writes: Vec<IdentityWrite>,
+        audit: Vec<AuditEvent>,
+    ) -> Result<IdentityCommitted, StoreError> {
+        if writes.is_empty() && audit.is_empty() {
+            return Ok(IdentityCommitted {
+                revision: self.identity_revision().await?,
+                audit: Vec::new(),
+            });
+        }
+        // On its own task, like a flag commit, so that a caller dropping its future cannot
+        // abandon the transaction half-way through.
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.commit_identity(writes, audit).await })
+            .await
+            .map_err(|e| internal(format!("sqlite: identity commit task failed: {e}")))?
+    }
+
+    async fn load_identity(&self) -> Result<IdentityState, StoreError> {
+        // One snapshot, as in `load_namespace`.
+        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let state = identity::load(&mut tx).await?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        Ok(state)
+    }
+
+    async fn identity_revision(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        identity::revision(&mut conn).await
     }
 }
 
