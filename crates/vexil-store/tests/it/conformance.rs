@@ -15,6 +15,13 @@
 //! - `changes_since` with limit 0 returns nothing, and returns a commit larger than the limit
 //!   whole and alone rather than splitting it or stalling;
 //! - an empty `text` filter matches everything; text never matches across two fields.
+//!
+//! The identity checks (the last sections) need [`IdentityStore`] too, which only the SQL
+//! backends implement, so backends list them apart from the rest. Decisions pinned there:
+//! - identity errors carry an empty namespace and the name or id as key; a token whose digest
+//!   is taken is `AlreadyExists` for the new token's id;
+//! - identity commits consume no flag revision and put nothing in the change feed, and flag
+//!   commits leave the identity revision alone; both append to the one audit chain.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -24,10 +31,11 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use vexil_core::domain::{Actor, AuditEvent, Change, Flag, Namespace, ResourceKind, Segment};
+use vexil_core::identity::{ApiToken, Binding, IdentityState, Permission, Role, Subject, User};
 use vexil_core::{FlagDefinition, FlagState};
 use vexil_store::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, StoreError, Write,
-    chain_hash,
+    AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, IdentityCommitted,
+    IdentityStore, IdentityWrite, StoreError, Write, chain_hash,
 };
 
 /// Everything a backend implements.
@@ -1679,6 +1687,867 @@ where
             .last()
             .map(|e| e.hash.clone())
             .unwrap_or_default()
+    );
+    assert_chain_verifies(&all_audit(&store).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Identity (the SQL backends: etcd keeps no identity, so these checks are listed apart)
+// ---------------------------------------------------------------------------------------------
+
+/// A backend that also keeps identity.
+pub(crate) trait IdentityBackend: Store + IdentityStore {}
+impl<T: Store + IdentityStore> IdentityBackend for T {}
+
+/// Identity concurrency checks: rounds of racing writers, and commits per racing task.
+const IDENTITY_ROUNDS: u64 = 10;
+const COMMITS_PER_TASK: usize = 10;
+
+pub(crate) fn user(name: &str) -> User {
+    User {
+        name: name.into(),
+        display_name: format!("User {name}"),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
+        disabled: false,
+        version: 0,
+        created_at: T0,
+        updated_at: T0,
+        password_changed_at: T0,
+    }
+}
+
+fn role(name: &str) -> Role {
+    Role {
+        name: name.into(),
+        description: format!("The {name} role"),
+        permissions: [Permission::FlagRead, Permission::AuditRead]
+            .into_iter()
+            .collect(),
+        version: 0,
+        created_at: T0,
+        updated_at: T0,
+    }
+}
+
+fn binding(id: &str, subject: Subject, role: &str, namespace: &str) -> Binding {
+    Binding {
+        id: id.into(),
+        subject,
+        role: role.into(),
+        namespace: namespace.into(),
+        created_at: T0,
+        created_by: Actor {
+            kind: "user".into(),
+            id: "admin".into(),
+        },
+    }
+}
+
+fn token(id: &str, digest: &str) -> ApiToken {
+    ApiToken {
+        id: id.into(),
+        name: format!("Token {id}"),
+        digest: digest.into(),
+        role: "evaluator".into(),
+        namespace: "prod".into(),
+        expires_at: None,
+        created_at: T0,
+        created_by: Actor::system(),
+    }
+}
+
+pub(crate) fn put_user(user: User, expect: Expect) -> IdentityWrite {
+    IdentityWrite::PutUser { user, expect }
+}
+
+fn put_role(role: Role, expect: Expect) -> IdentityWrite {
+    IdentityWrite::PutRole { role, expect }
+}
+
+fn create_binding(binding: Binding) -> IdentityWrite {
+    IdentityWrite::CreateBinding { binding }
+}
+
+fn create_token(token: ApiToken) -> IdentityWrite {
+    IdentityWrite::CreateToken { token }
+}
+
+/// The audit event a service would record for `write`: no namespace, the name or id as key.
+pub(crate) fn identity_event_for(write: &IdentityWrite) -> AuditEvent {
+    let (action, kind, key) = match write {
+        IdentityWrite::PutUser { user, .. } => ("user.put", ResourceKind::User, &user.name),
+        IdentityWrite::DeleteUser { name, .. } => ("user.delete", ResourceKind::User, name),
+        IdentityWrite::PutRole { role, .. } => ("role.put", ResourceKind::Role, &role.name),
+        IdentityWrite::DeleteRole { name, .. } => ("role.delete", ResourceKind::Role, name),
+        IdentityWrite::CreateBinding { binding } => {
+            ("binding.create", ResourceKind::Binding, &binding.id)
+        }
+        IdentityWrite::DeleteBinding { id } => ("binding.delete", ResourceKind::Binding, id),
+        IdentityWrite::CreateToken { token } => ("token.create", ResourceKind::Token, &token.id),
+        IdentityWrite::DeleteToken { id } => ("token.delete", ResourceKind::Token, id),
+    };
+    event(action, kind, "", key)
+}
+
+/// What a failed login records: an audit-only identity batch.
+fn failed_login(name: &str) -> AuditEvent {
+    event("user.login_failed", ResourceKind::User, "", name)
+}
+
+/// Commits identity `writes` with one audit event each, and fails the check if the store
+/// refuses.
+pub(crate) async fn commit_identity_audited<S: IdentityBackend + ?Sized>(
+    store: &S,
+    writes: Vec<IdentityWrite>,
+) -> IdentityCommitted {
+    let audit = writes.iter().map(identity_event_for).collect();
+    store
+        .commit_identity(writes, audit)
+        .await
+        .unwrap_or_else(|e| panic!("identity commit failed: {e}"))
+}
+
+/// Commits identity `writes` (with audit) and returns the error the store must refuse them
+/// with.
+async fn identity_refused<S: IdentityBackend + ?Sized>(
+    store: &S,
+    writes: Vec<IdentityWrite>,
+) -> StoreError {
+    let audit = writes.iter().map(identity_event_for).collect();
+    match store.commit_identity(writes, audit).await {
+        Ok(c) => panic!(
+            "identity commit should have failed, but got revision {}",
+            c.revision
+        ),
+        Err(e) => e,
+    }
+}
+
+pub(crate) async fn load_identity<S: IdentityBackend + ?Sized>(store: &S) -> IdentityState {
+    store
+        .load_identity()
+        .await
+        .unwrap_or_else(|e| panic!("load_identity: {e}"))
+}
+
+async fn identity_revision<S: IdentityBackend + ?Sized>(store: &S) -> u64 {
+    store
+        .identity_revision()
+        .await
+        .unwrap_or_else(|e| panic!("identity_revision: {e}"))
+}
+
+/// Everything observable about identity (and the flag side it must not touch), to show that a
+/// refused identity commit changed nothing.
+#[derive(Debug, PartialEq)]
+struct ObservedIdentity {
+    state: IdentityState,
+    revision: u64,
+    flag_revision: u64,
+    audit: Vec<AuditEvent>,
+}
+
+async fn observe_identity<S: IdentityBackend + ?Sized>(store: &S) -> ObservedIdentity {
+    ObservedIdentity {
+        state: load_identity(store).await,
+        revision: identity_revision(store).await,
+        flag_revision: current(store).await,
+        audit: all_audit(store).await,
+    }
+}
+
+fn identity_not_found(kind: ResourceKind, key: &str) -> StoreError {
+    StoreError::NotFound {
+        kind,
+        namespace: String::new(),
+        key: key.into(),
+    }
+}
+
+fn identity_exists(kind: ResourceKind, key: &str) -> StoreError {
+    StoreError::AlreadyExists {
+        kind,
+        namespace: String::new(),
+        key: key.into(),
+    }
+}
+
+fn identity_mismatch(kind: ResourceKind, key: &str, expected: u64, actual: u64) -> StoreError {
+    StoreError::VersionMismatch {
+        kind,
+        namespace: String::new(),
+        key: key.into(),
+        expected,
+        actual,
+    }
+}
+
+fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<String> {
+    items.iter().map(|i| name(i).to_owned()).collect()
+}
+
+pub(crate) async fn identity_round_trips_through_create_update_and_delete<S: IdentityBackend>(
+    store: &S,
+) {
+    let empty = load_identity(store).await;
+    assert_eq!(
+        empty,
+        IdentityState::default(),
+        "a fresh store has no identity"
+    );
+
+    let mut alice = user("alice");
+    alice.display_name = "Ålice \"A\" Ünïcödé".into();
+    let mut expiring = token("t2", &"b".repeat(64));
+    expiring.expires_at = Some(T0 + 86_400_000);
+    let committed = commit_identity_audited(
+        store,
+        vec![
+            put_user(user("bob"), Expect::Absent),
+            put_user(alice.clone(), Expect::Absent),
+            put_role(role("ops"), Expect::Absent),
+            put_role(role("auditor"), Expect::Absent),
+            create_binding(binding("b2", Subject::User("bob".into()), "ops", "prod")),
+            create_binding(binding("b1", Subject::Token("t1".into()), "auditor", "*")),
+            create_token(expiring.clone()),
+            create_token(token("t1", &"a".repeat(64))),
+        ],
+    )
+    .await;
+    assert_eq!(committed.revision, 1);
+    assert_eq!(
+        committed.audit.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+
+    let state = load_identity(store).await;
+    assert_eq!(state.revision, 1);
+    assert_eq!(identity_revision(store).await, 1);
+    alice.version = 1;
+    let mut bob = user("bob");
+    bob.version = 1;
+    assert_eq!(state.users, [alice.clone(), bob], "users in name order");
+    assert_eq!(names(&state.roles, |r| &r.name), ["auditor", "ops"]);
+    assert!(state.roles.iter().all(|r| r.version == 1));
+    let mut ops = role("ops");
+    ops.version = 1;
+    assert_eq!(state.roles[1], ops, "every role field preserved");
+    assert_eq!(
+        state.bindings,
+        [
+            binding("b1", Subject::Token("t1".into()), "auditor", "*"),
+            binding("b2", Subject::User("bob".into()), "ops", "prod"),
+        ],
+        "bindings in id order, every field preserved"
+    );
+    assert_eq!(
+        state.tokens,
+        [token("t1", &"a".repeat(64)), expiring],
+        "tokens in id order, every field preserved"
+    );
+
+    // An update replaces the state, sets the version and keeps created_at; Any upserts.
+    let mut update = alice.clone();
+    update.display_name = "Alice".into();
+    update.disabled = true;
+    update.password_hash = "$argon2id$new".into();
+    update.created_at = 42;
+    update.updated_at = T0 + 1;
+    update.password_changed_at = T0 + 1;
+    update.version = 99;
+    let mut ops2 = role("ops");
+    ops2.permissions = [Permission::Evaluate].into_iter().collect();
+    ops2.created_at = 42;
+    ops2.updated_at = T0 + 2;
+    let committed = commit_identity_audited(
+        store,
+        vec![
+            put_user(update.clone(), Expect::Version(1)),
+            put_role(ops2.clone(), Expect::Exists),
+            put_user(user("carol"), Expect::Any),
+            put_user(user("bob"), Expect::Any),
+        ],
+    )
+    .await;
+    assert_eq!(committed.revision, 2);
+    let state = load_identity(store).await;
+    update.version = 2;
+    update.created_at = T0;
+    assert_eq!(
+        state.users[0], update,
+        "created_at survives, the rest is the writer's"
+    );
+    ops2.version = 2;
+    ops2.created_at = T0;
+    assert_eq!(state.roles[1], ops2);
+    assert_eq!(
+        state
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.version))
+            .collect::<Vec<_>>(),
+        [("alice", 2), ("bob", 2), ("carol", 1)]
+    );
+
+    let committed = commit_identity_audited(
+        store,
+        vec![
+            IdentityWrite::DeleteUser {
+                name: "bob".into(),
+                expect: Expect::Version(2),
+            },
+            IdentityWrite::DeleteRole {
+                name: "auditor".into(),
+                expect: Expect::Any,
+            },
+            IdentityWrite::DeleteBinding { id: "b1".into() },
+            IdentityWrite::DeleteToken { id: "t2".into() },
+        ],
+    )
+    .await;
+    assert_eq!(committed.revision, 3);
+    let state = load_identity(store).await;
+    assert_eq!(names(&state.users, |u| &u.name), ["alice", "carol"]);
+    assert_eq!(names(&state.roles, |r| &r.name), ["ops"]);
+    assert_eq!(names(&state.bindings, |b| &b.id), ["b2"]);
+    assert_eq!(names(&state.tokens, |t| &t.id), ["t1"]);
+    assert_eq!(state.revision, 3);
+
+    // A deleted user or role can be created again, from version 1.
+    commit_identity_audited(store, vec![put_user(user("bob"), Expect::Absent)]).await;
+    let state = load_identity(store).await;
+    assert_eq!(state.users[1].version, 1);
+
+    // Identity writes are not flag changes: no flag revision, nothing in the change feed.
+    assert_eq!(current(store).await, 0);
+    assert!(all_changes(store).await.is_empty());
+}
+
+pub(crate) async fn stale_identity_versions_are_rejected_and_nothing_is_written<
+    S: IdentityBackend,
+>(
+    store: &S,
+) {
+    commit_identity_audited(
+        store,
+        vec![
+            put_user(user("alice"), Expect::Absent),
+            put_role(role("ops"), Expect::Absent),
+        ],
+    )
+    .await;
+    commit_identity_audited(store, vec![put_user(user("alice"), Expect::Version(1))]).await;
+    let before = observe_identity(store).await;
+
+    let mut stale = user("alice");
+    stale.display_name = "lost update".into();
+    assert_eq!(
+        identity_refused(store, vec![put_user(stale, Expect::Version(1))]).await,
+        identity_mismatch(ResourceKind::User, "alice", 1, 2)
+    );
+    assert_eq!(
+        identity_refused(store, vec![put_role(role("ops"), Expect::Version(3))]).await,
+        identity_mismatch(ResourceKind::Role, "ops", 3, 1)
+    );
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![IdentityWrite::DeleteUser {
+                name: "alice".into(),
+                expect: Expect::Version(1),
+            }]
+        )
+        .await,
+        identity_mismatch(ResourceKind::User, "alice", 1, 2)
+    );
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![IdentityWrite::DeleteRole {
+                name: "ops".into(),
+                expect: Expect::Version(2),
+            }]
+        )
+        .await,
+        identity_mismatch(ResourceKind::Role, "ops", 2, 1)
+    );
+    assert_eq!(observe_identity(store).await, before);
+}
+
+pub(crate) async fn creating_an_existing_identity_resource_is_already_exists<S: IdentityBackend>(
+    store: &S,
+) {
+    commit_identity_audited(
+        store,
+        vec![
+            put_user(user("alice"), Expect::Absent),
+            put_role(role("ops"), Expect::Absent),
+            create_binding(binding("b1", Subject::User("alice".into()), "ops", "*")),
+            create_token(token("t1", "d1")),
+        ],
+    )
+    .await;
+    let before = observe_identity(store).await;
+
+    let cases = [
+        (
+            put_user(user("alice"), Expect::Absent),
+            identity_exists(ResourceKind::User, "alice"),
+        ),
+        (
+            put_role(role("ops"), Expect::Absent),
+            identity_exists(ResourceKind::Role, "ops"),
+        ),
+        (
+            create_binding(binding("b1", Subject::Token("t1".into()), "viewer", "qa")),
+            identity_exists(ResourceKind::Binding, "b1"),
+        ),
+        (
+            create_token(token("t1", "a-new-digest")),
+            identity_exists(ResourceKind::Token, "t1"),
+        ),
+        // Another id with a digest already in use: one secret must never name two tokens.
+        (
+            create_token(token("t9", "d1")),
+            identity_exists(ResourceKind::Token, "t9"),
+        ),
+    ];
+    for (write, expected) in cases {
+        assert_eq!(identity_refused(store, vec![write]).await, expected);
+    }
+    // The same digest twice in one batch.
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![
+                create_token(token("t3", "d3")),
+                create_token(token("t4", "d3"))
+            ]
+        )
+        .await,
+        identity_exists(ResourceKind::Token, "t4")
+    );
+    assert_eq!(observe_identity(store).await, before);
+}
+
+pub(crate) async fn conditions_on_missing_identity_resources_are_not_found<S: IdentityBackend>(
+    store: &S,
+) {
+    commit_identity_audited(store, vec![put_user(user("alice"), Expect::Absent)]).await;
+    let before = observe_identity(store).await;
+
+    let mut cases = Vec::new();
+    for expect in [Expect::Version(1), Expect::Exists] {
+        cases.push((
+            put_user(user("ghost"), expect),
+            identity_not_found(ResourceKind::User, "ghost"),
+        ));
+        cases.push((
+            put_role(role("ghost"), expect),
+            identity_not_found(ResourceKind::Role, "ghost"),
+        ));
+    }
+    // Deleting what is not there is NotFound whatever the condition.
+    for expect in [
+        Expect::Version(1),
+        Expect::Exists,
+        Expect::Any,
+        Expect::Absent,
+    ] {
+        cases.push((
+            IdentityWrite::DeleteUser {
+                name: "ghost".into(),
+                expect,
+            },
+            identity_not_found(ResourceKind::User, "ghost"),
+        ));
+        cases.push((
+            IdentityWrite::DeleteRole {
+                name: "ghost".into(),
+                expect,
+            },
+            identity_not_found(ResourceKind::Role, "ghost"),
+        ));
+    }
+    cases.push((
+        IdentityWrite::DeleteBinding { id: "nope".into() },
+        identity_not_found(ResourceKind::Binding, "nope"),
+    ));
+    cases.push((
+        IdentityWrite::DeleteToken { id: "nope".into() },
+        identity_not_found(ResourceKind::Token, "nope"),
+    ));
+    for (write, expected) in cases {
+        let shown = format!("{write:?}");
+        assert_eq!(
+            identity_refused(store, vec![write]).await,
+            expected,
+            "{shown}"
+        );
+    }
+    // A binding or token deleted earlier in the same batch is gone for the next write.
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![
+                create_token(token("t1", "d1")),
+                IdentityWrite::DeleteToken { id: "t1".into() },
+                IdentityWrite::DeleteToken { id: "t1".into() },
+            ]
+        )
+        .await,
+        identity_not_found(ResourceKind::Token, "t1")
+    );
+    assert_eq!(observe_identity(store).await, before);
+}
+
+pub(crate) async fn a_failing_identity_batch_writes_nothing_and_keeps_the_revision<
+    S: IdentityBackend,
+>(
+    store: &S,
+) {
+    commit_identity_audited(store, vec![put_user(user("alice"), Expect::Absent)]).await;
+    let before = observe_identity(store).await;
+    assert_eq!(before.revision, 1);
+
+    // The second write fails: the first, valid on its own, is not written either.
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![
+                put_user(user("carol"), Expect::Absent),
+                put_user(user("alice"), Expect::Absent),
+            ]
+        )
+        .await,
+        identity_exists(ResourceKind::User, "alice")
+    );
+    // Every kind of write before a failure is undone.
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![
+                put_role(role("ops"), Expect::Absent),
+                create_binding(binding("b1", Subject::User("alice".into()), "ops", "*")),
+                create_token(token("t1", "d1")),
+                put_user(user("alice"), Expect::Version(1)),
+                IdentityWrite::DeleteUser {
+                    name: "alice".into(),
+                    expect: Expect::Any,
+                },
+                IdentityWrite::DeleteToken { id: "t2".into() },
+            ]
+        )
+        .await,
+        identity_not_found(ResourceKind::Token, "t2")
+    );
+    // Writes apply in order: the second sees the first's version.
+    assert_eq!(
+        identity_refused(
+            store,
+            vec![
+                put_user(user("alice"), Expect::Version(1)),
+                put_user(user("alice"), Expect::Version(1)),
+            ]
+        )
+        .await,
+        identity_mismatch(ResourceKind::User, "alice", 1, 2)
+    );
+    assert_eq!(observe_identity(store).await, before);
+
+    // And the store still takes writes, at the next revision.
+    let c = commit_identity_audited(
+        store,
+        vec![
+            put_user(user("alice"), Expect::Version(1)),
+            put_user(user("alice"), Expect::Version(2)),
+        ],
+    )
+    .await;
+    assert_eq!(c.revision, 2);
+    assert_eq!(load_identity(store).await.users[0].version, 3);
+}
+
+pub(crate) async fn the_identity_revision_moves_once_per_batch_with_writes<S: IdentityBackend>(
+    store: &S,
+) {
+    assert_eq!(identity_revision(store).await, 0);
+    assert_eq!(load_identity(store).await.revision, 0);
+
+    let c = commit_identity_audited(
+        store,
+        vec![
+            put_user(user("alice"), Expect::Absent),
+            put_user(user("bob"), Expect::Absent),
+            create_token(token("t1", "d1")),
+        ],
+    )
+    .await;
+    assert_eq!(c.revision, 1, "one bump for a batch of three");
+    let c = commit_identity_audited(store, vec![put_user(user("carol"), Expect::Absent)]).await;
+    assert_eq!(c.revision, 2);
+
+    // Audit-only batches (failed logins) append their events and leave the revision alone.
+    let c = store
+        .commit_identity(
+            Vec::new(),
+            vec![failed_login("mallory"), failed_login("alice")],
+        )
+        .await
+        .expect("audit-only identity commit");
+    assert_eq!(c.revision, 2);
+    assert_eq!(
+        c.audit.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [5, 6],
+        "the events continue the log"
+    );
+    // A batch with nothing at all changes nothing.
+    let c = store
+        .commit_identity(Vec::new(), Vec::new())
+        .await
+        .expect("empty identity commit");
+    assert_eq!((c.revision, c.audit.len()), (2, 0));
+    assert_eq!(all_audit(store).await.len(), 6);
+
+    // Flag commits move the flag revision only, and identity commits the identity one only.
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    assert_eq!(identity_revision(store).await, 2);
+    assert_eq!(current(store).await, 1);
+    commit_identity_audited(store, vec![put_role(role("ops"), Expect::Absent)]).await;
+    assert_eq!(current(store).await, 1);
+    assert_eq!(identity_revision(store).await, 3);
+    assert_eq!(load_identity(store).await.revision, 3);
+}
+
+pub(crate) async fn identity_and_flag_audit_events_share_one_hash_chain<S: IdentityBackend>(
+    store: &S,
+) {
+    let flag1 = commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_flag(flag("prod", "a"), Expect::Absent),
+        ],
+    )
+    .await;
+    let identity1 = commit_identity_audited(
+        store,
+        vec![
+            put_user(user("alice"), Expect::Absent),
+            create_binding(binding(
+                "b1",
+                Subject::User("alice".into()),
+                "editor",
+                "prod",
+            )),
+        ],
+    )
+    .await;
+    let login = store
+        .commit_identity(Vec::new(), vec![failed_login("alice")])
+        .await
+        .expect("audit-only identity commit");
+    let flag_audit_only = store
+        .commit(
+            Vec::new(),
+            vec![event("export", ResourceKind::Namespace, "prod", "prod")],
+        )
+        .await
+        .expect("audit-only flag commit");
+    let flag2 = commit_audited(store, vec![delete_flag("prod", "a", Expect::Version(1))]).await;
+    let identity2 = commit_identity_audited(store, vec![create_token(token("t1", "d1"))]).await;
+
+    let audit = all_audit(store).await;
+    assert_chain_verifies(&audit);
+    // What each commit returned is what the log holds, in commit order.
+    let returned: Vec<AuditEvent> = [
+        flag1.audit,
+        identity1.audit,
+        login.audit,
+        flag_audit_only.audit,
+        flag2.audit,
+        identity2.audit,
+    ]
+    .concat();
+    assert_eq!(audit, returned);
+    assert_eq!(
+        audit.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [
+            ResourceKind::Namespace,
+            ResourceKind::Flag,
+            ResourceKind::User,
+            ResourceKind::Binding,
+            ResourceKind::User,
+            ResourceKind::Namespace,
+            ResourceKind::Flag,
+            ResourceKind::Token,
+        ]
+    );
+    // Identity events keep what the writer recorded and filter like any other.
+    let users = store
+        .list_audit(&AuditQuery {
+            kind: Some(ResourceKind::User),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("list_audit");
+    assert_eq!(
+        users.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        ["user.put", "user.login_failed"]
+    );
+    assert!(
+        users
+            .iter()
+            .all(|e| e.namespace.is_empty() && e.key == "alice")
+    );
+}
+
+/// `stores` are handles on one underlying store (one, or several standing for replicas).
+/// Writers race flag commits, identity commits and audit-only identity commits; the log must
+/// come out as one chain holding every event once.
+pub(crate) async fn concurrent_identity_and_flag_commits_keep_one_hash_chain<S: IdentityBackend>(
+    stores: &[Arc<S>],
+) {
+    commit_audited(&*stores[0], vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let store = Arc::clone(&stores[usize::try_from(writer).unwrap_or(0) % stores.len()]);
+        tasks.spawn(async move {
+            for i in 0..COMMITS_PER_TASK {
+                let name = format!("w{writer}-{i}");
+                match writer % 3 {
+                    0 => {
+                        commit_audited(
+                            &*store,
+                            vec![put_flag(flag("prod", &name), Expect::Absent)],
+                        )
+                        .await;
+                    }
+                    1 => {
+                        commit_identity_audited(
+                            &*store,
+                            vec![put_user(user(&name), Expect::Absent)],
+                        )
+                        .await;
+                    }
+                    _ => {
+                        store
+                            .commit_identity(Vec::new(), vec![failed_login(&name)])
+                            .await
+                            .unwrap_or_else(|e| panic!("audit-only identity commit: {e}"));
+                    }
+                }
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap_or_else(|e| panic!("writer task: {e}"));
+    }
+
+    let per_kind = |k: u64| (0..WRITERS).filter(|w| w % 3 == k).count() * COMMITS_PER_TASK;
+    let audit = all_audit(&*stores[0]).await;
+    assert_chain_verifies(&audit);
+    assert_eq!(audit.len(), 1 + per_kind(0) + per_kind(1) + per_kind(2));
+    let ids: BTreeSet<&str> = audit.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), audit.len(), "every event once");
+    let state = load_identity(&*stores[0]).await;
+    assert_eq!(state.users.len(), per_kind(1));
+    assert_eq!(
+        usize::try_from(state.revision).unwrap_or(0),
+        per_kind(1),
+        "one identity revision per batch with writes"
+    );
+    assert_eq!(
+        usize::try_from(current(&*stores[0]).await).unwrap_or(0),
+        1 + per_kind(0)
+    );
+}
+
+/// `stores` are handles on one underlying store. In each round, [`WRITERS`] tasks released at
+/// once replace the same user, all expecting the version the round starts at: exactly one may
+/// win, and every other must be told the version moved.
+pub(crate) async fn concurrent_identity_compare_and_set_has_exactly_one_winner_per_version<
+    S: IdentityBackend,
+>(
+    stores: &[Arc<S>],
+) {
+    let first = &*stores[0];
+    commit_identity_audited(first, vec![put_user(user("hot"), Expect::Absent)]).await;
+    let writers = usize::try_from(WRITERS).unwrap_or(8);
+    for version in 1..=IDENTITY_ROUNDS {
+        let start = Arc::new(tokio::sync::Barrier::new(writers));
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 0..writers {
+            let store = Arc::clone(&stores[writer % stores.len()]);
+            let start = Arc::clone(&start);
+            tasks.spawn(async move {
+                let mut next = user("hot");
+                next.display_name = format!("writer {writer} at {version}");
+                let write = put_user(next, Expect::Version(version));
+                let audit = vec![identity_event_for(&write)];
+                start.wait().await;
+                (writer, store.commit_identity(vec![write], audit).await)
+            });
+        }
+        let mut winners = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            match done.unwrap_or_else(|e| panic!("writer task: {e}")) {
+                (writer, Ok(_)) => winners.push(writer),
+                (_, Err(e)) => assert_eq!(
+                    e,
+                    identity_mismatch(ResourceKind::User, "hot", version, version + 1)
+                ),
+            }
+        }
+        assert_eq!(winners.len(), 1, "version {version}: winners {winners:?}");
+        let hot = load_identity(first).await.users.remove(0);
+        assert_eq!(hot.version, version + 1);
+        assert_eq!(
+            hot.display_name,
+            format!("writer {} at {version}", winners[0]),
+            "the winner's write is the one stored"
+        );
+    }
+    assert_eq!(identity_revision(first).await, IDENTITY_ROUNDS + 1);
+    let audit = all_audit(first).await;
+    assert_eq!(
+        u64::try_from(audit.len()).unwrap_or(0),
+        IDENTITY_ROUNDS + 1,
+        "one audit event per winner, none for the losers"
+    );
+    assert_chain_verifies(&audit);
+}
+
+/// `open` must open the same underlying store every time it is called.
+pub(crate) async fn identity_survives_reopening_the_store<S, F, Fut>(open: F)
+where
+    S: IdentityBackend,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let store = open().await;
+    commit_identity_audited(
+        &store,
+        vec![
+            put_user(user("alice"), Expect::Absent),
+            put_role(role("ops"), Expect::Absent),
+            create_binding(binding("b1", Subject::User("alice".into()), "ops", "*")),
+            create_token(token("t1", "d1")),
+        ],
+    )
+    .await;
+    commit_identity_audited(&store, vec![put_user(user("alice"), Expect::Version(1))]).await;
+    let before = observe_identity(&store).await;
+    drop(store);
+
+    let store = open().await;
+    assert_eq!(observe_identity(&store).await, before);
+    // The revision and the chain continue; the digest is still taken.
+    let next = commit_identity_audited(&store, vec![put_user(user("bob"), Expect::Absent)]).await;
+    assert_eq!(next.revision, before.revision + 1);
+    assert_eq!(
+        identity_refused(&store, vec![create_token(token("t2", "d1"))]).await,
+        identity_exists(ResourceKind::Token, "t2")
     );
     assert_chain_verifies(&all_audit(&store).await);
 }

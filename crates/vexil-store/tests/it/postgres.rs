@@ -102,6 +102,70 @@ mod suite {
     }
 }
 
+/// The identity checks, which etcd does not run.
+mod identity {
+    use super::*;
+
+    conformance_tests!(
+        identity_round_trips_through_create_update_and_delete,
+        stale_identity_versions_are_rejected_and_nothing_is_written,
+        creating_an_existing_identity_resource_is_already_exists,
+        conditions_on_missing_identity_resources_are_not_found,
+        a_failing_identity_batch_writes_nothing_and_keeps_the_revision,
+        the_identity_revision_moves_once_per_batch_with_writes,
+        identity_and_flag_audit_events_share_one_hash_chain,
+    );
+
+    /// Instantiates each named racing check on a fresh database, on `stores` handles: one
+    /// store, or two stores standing for two replicas, whose commits only the row locks (not
+    /// the in-process writer queue) serialise.
+    macro_rules! racing_tests {
+        ($stores:literal; $($name:ident => $check:ident),+ $(,)?) => {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (url, db) = fresh_database().await;
+                    let mut stores = Vec::new();
+                    for _ in 0..$stores {
+                        let store = PostgresStore::connect(&url).await.expect("connect");
+                        stores.push(Arc::new(store));
+                    }
+                    conformance::$check(&stores).await;
+                    for store in stores {
+                        store.close().await;
+                    }
+                    drop(db);
+                }
+            )+
+        };
+    }
+
+    racing_tests!(1;
+        concurrent_identity_and_flag_commits_keep_one_hash_chain
+            => concurrent_identity_and_flag_commits_keep_one_hash_chain,
+        concurrent_identity_compare_and_set_has_exactly_one_winner_per_version
+            => concurrent_identity_compare_and_set_has_exactly_one_winner_per_version,
+    );
+
+    racing_tests!(2;
+        two_stores_racing_identity_and_flag_commits_keep_one_hash_chain
+            => concurrent_identity_and_flag_commits_keep_one_hash_chain,
+        two_stores_racing_identity_compare_and_set_have_exactly_one_winner_per_version
+            => concurrent_identity_compare_and_set_has_exactly_one_winner_per_version,
+    );
+
+    #[tokio::test]
+    async fn identity_survives_reopening_the_store() {
+        let (url, db) = fresh_database().await;
+        conformance::identity_survives_reopening_the_store(|| {
+            let url = url.clone();
+            async move { PostgresStore::connect(&url).await.expect("connect") }
+        })
+        .await;
+        drop(db);
+    }
+}
+
 /// The harness gives the suite databases whose default collation is not byte order, so the
 /// listing checks above prove that key order comes from `COLLATE "C"`, not from luck.
 #[tokio::test]

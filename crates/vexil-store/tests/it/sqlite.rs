@@ -31,8 +31,14 @@ async fn file_store() -> FileStore {
 
 /// Instantiates each named conformance check as a test over `$open` (an expression yielding a
 /// `(store, guard)` pair, the guard kept alive for the test's duration).
+///
+/// Checks after a `;` take shared handles (`&[Arc<_>]`) and race tasks on them, so they run
+/// on a multi-threaded runtime, with one handle.
 macro_rules! conformance_tests {
     ($open:expr; $($check:ident),+ $(,)?) => {
+        conformance_tests!($open; $($check),+; );
+    };
+    ($open:expr; $($check:ident),+; $($racing:ident),* $(,)?) => {
         $(
             #[tokio::test]
             async fn $check() {
@@ -40,15 +46,13 @@ macro_rules! conformance_tests {
                 conformance::$check(&store).await;
             }
         )+
-
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice() {
-            let (store, _guard) = $open;
-            conformance::concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice(
-                Arc::new(store),
-            )
-            .await;
-        }
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $racing() {
+                let (store, _guard) = $open;
+                conformance::$racing(&[Arc::new(store)]).await;
+            }
+        )*
     };
 }
 
@@ -80,6 +84,38 @@ macro_rules! all_conformance_tests {
             listing_limits_default_to_100_and_cap_at_1000,
             load_namespace_returns_everything_at_the_current_revision,
         );
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice() {
+            let (store, _guard) = $open;
+            conformance::concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice(
+                Arc::new(store),
+            )
+            .await;
+        }
+    };
+}
+
+/// Instantiates the identity checks (which etcd does not run) over `$open`, as
+/// [`conformance_tests`] does.
+macro_rules! identity_conformance_tests {
+    ($open:expr) => {
+        mod identity {
+            use super::*;
+
+            conformance_tests!(
+                $open;
+                identity_round_trips_through_create_update_and_delete,
+                stale_identity_versions_are_rejected_and_nothing_is_written,
+                creating_an_existing_identity_resource_is_already_exists,
+                conditions_on_missing_identity_resources_are_not_found,
+                a_failing_identity_batch_writes_nothing_and_keeps_the_revision,
+                the_identity_revision_moves_once_per_batch_with_writes,
+                identity_and_flag_audit_events_share_one_hash_chain;
+                concurrent_identity_and_flag_commits_keep_one_hash_chain,
+                concurrent_identity_compare_and_set_has_exactly_one_winner_per_version,
+            );
+        }
     };
 }
 
@@ -91,6 +127,22 @@ mod file {
         let f = file_store().await;
         (f.store, f._dir)
     });
+
+    identity_conformance_tests!({
+        let f = file_store().await;
+        (f.store, f._dir)
+    });
+
+    #[tokio::test]
+    async fn identity_survives_reopening_the_store() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("vexil.db");
+        conformance::identity_survives_reopening_the_store(|| {
+            let path = path.clone();
+            async move { SqliteStore::open(&path).await.expect("open the store") }
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn state_survives_reopening_the_store() {
@@ -109,6 +161,13 @@ mod memory {
     use super::*;
 
     all_conformance_tests!((
+        SqliteStore::open_in_memory()
+            .await
+            .expect("open an in-memory store"),
+        ()
+    ));
+
+    identity_conformance_tests!((
         SqliteStore::open_in_memory()
             .await
             .expect("open an in-memory store"),
@@ -147,6 +206,24 @@ async fn a_file_that_is_not_a_database_is_refused_without_being_damaged() {
         "{err:?}"
     );
     assert_eq!(std::fs::read(&path).expect("read"), garbage);
+}
+
+/// Two stores on one file race identity and flag commits: SQLite's locking keeps one audit
+/// chain and one winner per user version across processes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_race_identity_and_flag_commits_safely() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("vexil.db");
+    let a = Arc::new(SqliteStore::open(&path).await.expect("open a"));
+    let b = Arc::new(SqliteStore::open(&path).await.expect("open b"));
+    conformance::concurrent_identity_and_flag_commits_keep_one_hash_chain(&[a, b]).await;
+
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("vexil.db");
+    let a = Arc::new(SqliteStore::open(&path).await.expect("open a"));
+    let b = Arc::new(SqliteStore::open(&path).await.expect("open b"));
+    conformance::concurrent_identity_compare_and_set_has_exactly_one_winner_per_version(&[a, b])
+        .await;
 }
 
 /// Two stores on one file stand for two processes: SQLite's own locking (`BEGIN IMMEDIATE` and
