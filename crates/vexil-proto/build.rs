@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/flagd/evaluation/v2/evaluation.proto",
         "proto/flagd/sync/v1/sync.proto",
         "proto/vexil/v1/vexil.proto",
+        "proto/vexil/v1/identity.proto",
     ];
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = tonic_prost_build::Config::new();

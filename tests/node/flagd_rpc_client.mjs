@@ -108,7 +108,10 @@ async function main() {
   const start = performance.now();
   const resp = await fetch(`${httpBase}/api/v1/namespaces/default/flags/${CHANGED_FLAG}`, {
     method: 'PATCH',
-    headers: { 'content-type': 'application/merge-patch+json' },
+    headers: {
+      'content-type': 'application/merge-patch+json',
+      authorization: `Bearer ${process.env.VEXIL_ADMIN_TOKEN}`,
+    },
     body: JSON.stringify({ defaultVariant: CHANGED_VARIANT }),
   });
   if (resp.status !== 200) {

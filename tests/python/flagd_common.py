@@ -7,6 +7,7 @@ never shows), so that a broken run cannot look like a passing one.
 """
 
 import json
+import os
 import time
 import urllib.request
 
@@ -82,7 +83,10 @@ def change_flag(http_base, namespace="default"):
     req = urllib.request.Request(
         f"{http_base}/api/v1/namespaces/{namespace}/flags/{CHANGED_FLAG}",
         data=json.dumps({"defaultVariant": CHANGED_VARIANT}).encode(),
-        headers={"content-type": "application/merge-patch+json"},
+        headers={
+            "content-type": "application/merge-patch+json",
+            "authorization": f"Bearer {os.environ['VEXIL_ADMIN_TOKEN']}",
+        },
         method="PATCH",
     )
     with urllib.request.urlopen(req, timeout=10) as resp:

@@ -10,6 +10,7 @@ one, a value of the wrong Python type) so that a broken run cannot look like a p
 """
 
 import json
+import os
 import sys
 
 from openfeature import api
@@ -24,10 +25,12 @@ def main() -> int:
     base_url = sys.argv[1]
     namespace = sys.argv[2] if len(sys.argv) == 3 else "default"
 
-    # The provider sends these headers on every request (headers_factory is called per call).
+    # The provider sends these headers on every request (headers_factory is called per call):
+    # the namespace, and an evaluator API token as OFREP's X-API-Key.
+    token = os.environ["VEXIL_TOKEN"]
     provider = OFREPProvider(
         base_url=base_url,
-        headers_factory=lambda: {"x-vexil-namespace": namespace},
+        headers_factory=lambda: {"x-vexil-namespace": namespace, "x-api-key": token},
         timeout=10.0,
     )
     # set_provider_and_wait, not set_provider: set_provider initialises the provider on a

@@ -72,7 +72,9 @@ impl fmt::Display for Permission {
 
 /// A permission name that is not one of [`Permission::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{name:?} is not a permission (expected one of flag:read, flag:write, config:read, config:write, audit:read, rbac:admin, evaluate)")]
+#[error(
+    "{name:?} is not a permission (expected one of flag:read, flag:write, config:read, config:write, audit:read, rbac:admin, evaluate)"
+)]
 pub struct UnknownPermission {
     /// What was given.
     pub name: String,
@@ -143,7 +145,9 @@ impl PermissionSet {
 
     /// The members, in [`Permission::ALL`] order.
     pub fn iter(self) -> impl Iterator<Item = Permission> {
-        Permission::ALL.into_iter().filter(move |p| self.contains(*p))
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
     }
 }
 
@@ -470,19 +474,20 @@ mod tests {
             assert_eq!(p.as_str().parse::<Permission>(), Ok(p));
         }
         assert!("flag:delete".parse::<Permission>().is_err());
-        let set: PermissionSet = serde_json::from_str(r#"["evaluate","flag:read"]"#).unwrap();
+        let set: PermissionSet =
+            serde_json::from_str(r#"["evaluate","flag:read"]"#).expect("test value");
         assert_eq!(
-            serde_json::to_string(&set).unwrap(),
+            serde_json::to_string(&set).expect("test value"),
             r#"["flag:read","evaluate"]"#
         );
     }
 
     #[test]
     fn builtin_roles_nest_as_specified() {
-        let admin = builtin_role("admin").unwrap();
-        let editor = builtin_role("editor").unwrap();
-        let viewer = builtin_role("viewer").unwrap();
-        let evaluator = builtin_role("evaluator").unwrap();
+        let admin = builtin_role("admin").expect("test value");
+        let editor = builtin_role("editor").expect("test value");
+        let viewer = builtin_role("viewer").expect("test value");
+        let evaluator = builtin_role("evaluator").expect("test value");
         assert_eq!(admin, PermissionSet::all());
         assert!(admin.covers(editor) && editor.covers(viewer) && viewer.covers(evaluator));
         assert!(!editor.contains(Permission::RbacAdmin));
@@ -495,12 +500,12 @@ mod tests {
     #[test]
     fn a_namespace_grant_does_not_reach_other_namespaces_or_the_all_scope() {
         let mut g = Grants::default();
-        g.add("prod", builtin_role("editor").unwrap());
+        g.add("prod", builtin_role("editor").expect("test value"));
         assert!(g.allows(Permission::FlagWrite, "prod"));
         assert!(!g.allows(Permission::FlagWrite, "staging"));
         assert!(!g.allows(Permission::FlagRead, ALL_NAMESPACES));
         assert!(g.allows_somewhere(Permission::FlagRead));
-        g.add(ALL_NAMESPACES, builtin_role("viewer").unwrap());
+        g.add(ALL_NAMESPACES, builtin_role("viewer").expect("test value"));
         assert!(g.allows(Permission::FlagRead, ALL_NAMESPACES));
         assert!(g.allows(Permission::FlagRead, "staging"));
         assert!(!g.allows(Permission::FlagWrite, "staging"));

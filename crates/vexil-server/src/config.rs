@@ -53,6 +53,22 @@ pub struct Config {
     /// Fractional bucketing algorithm for every namespace.
     #[arg(long, env = "VEXIL_FRACTIONAL", value_enum, default_value = "v2")]
     pub fractional: Fractional,
+    /// HS256 key for session tokens, at least 32 bytes. Optional in the embedded mode (a random
+    /// one is generated and kept beside the SQLite file, mode 0600); required with DB_URL, since
+    /// replicas must share it.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Password of the `admin` user created on first start with an empty store; when unset,
+    /// one is generated and printed once.
+    #[arg(long, env = "VEXIL_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Session lifetime in seconds.
+    #[arg(long, env = "VEXIL_SESSION_TTL_SECS", default_value_t = 8 * 3600)]
+    pub session_ttl_secs: u64,
+    /// Milliseconds between checks for identity changes made by other replicas (revoked
+    /// tokens take effect within this interval).
+    #[arg(long, env = "VEXIL_IDENTITY_POLL_MS", default_value_t = 250)]
+    pub identity_poll_ms: u64,
     /// Seconds to drain in-flight requests after SIGINT/SIGTERM.
     #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -15,13 +15,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use vexil_service::FlagService;
+use vexil_service::{FlagService, IdentityService};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Flags, segments, namespaces, evaluation.
     pub flags: FlagService,
+    /// Authentication, users, roles, bindings, tokens.
+    pub identity: IdentityService,
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting, drains in-flight

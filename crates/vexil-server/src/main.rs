@@ -9,7 +9,11 @@ use clap::Parser;
 use vexil_core::FractionalVersion;
 use vexil_server::config::{Config, Fractional};
 use vexil_server::{AppState, serve_http, telemetry};
-use vexil_service::{FlagService, ImportMode, Principal, ServiceOptions, SnapshotCache, Store};
+use vexil_service::{
+    AuthConfig, FlagService, IdentityService, ImportMode, Principal, ServiceOptions, SnapshotCache,
+    Store,
+};
+use vexil_store::IdentityStore;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,20 +28,28 @@ async fn main() -> anyhow::Result<()> {
             "ETCD_ENDPOINTS selects the distributed mode, which this build does not provide yet; unset it to use DB_URL (the postgres mode) or the embedded SQLite store"
         );
     }
-    let store: Arc<dyn Store> = if let Some(url) = &config.db_url {
-        // The URL may carry a password: it is never logged.
-        let store = vexil_store::postgres::PostgresStore::connect(url)
-            .await
-            .context("connecting to the PostgreSQL store (DB_URL)")?;
-        tracing::info!("PostgreSQL store connected");
-        Arc::new(store)
-    } else {
-        let store = vexil_store::sqlite::SqliteStore::open(&config.data)
-            .await
-            .with_context(|| format!("opening the SQLite store at {}", config.data.display()))?;
-        tracing::info!(path = %config.data.display(), "embedded SQLite store open");
-        Arc::new(store)
-    };
+    let jwt_secret = jwt_secret(&config)?;
+    let (store, identity_store): (Arc<dyn Store>, Arc<dyn IdentityStore>) =
+        if let Some(url) = &config.db_url {
+            // The URL may carry a password: it is never logged.
+            let store = Arc::new(
+                vexil_store::postgres::PostgresStore::connect(url)
+                    .await
+                    .context("connecting to the PostgreSQL store (DB_URL)")?,
+            );
+            tracing::info!("PostgreSQL store connected");
+            (store.clone(), store)
+        } else {
+            let store = Arc::new(
+                vexil_store::sqlite::SqliteStore::open(&config.data)
+                    .await
+                    .with_context(|| {
+                        format!("opening the SQLite store at {}", config.data.display())
+                    })?,
+            );
+            tracing::info!(path = %config.data.display(), "embedded SQLite store open");
+            (store.clone(), store)
+        };
 
     // 3. Services: the snapshot is loaded before any listener opens, so readiness is honest.
     let fractional = match config.fractional {
@@ -86,8 +98,36 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(file = %path.display(), added = out.diff.added.len(), changed = out.diff.changed.len(), warnings = out.warnings.len(), "imported flags");
     }
 
+    let mut auth =
+        AuthConfig::new(jwt_secret.into_bytes()).map_err(|e| anyhow::anyhow!("JWT_SECRET: {e}"))?;
+    auth.session_ttl = Duration::from_secs(config.session_ttl_secs);
+    let identity = IdentityService::load(identity_store, cache.clone(), auth)
+        .await
+        .context("loading users, roles and tokens")?;
+    if let Some(generated) = identity
+        .bootstrap_admin(config.admin_password.as_deref())
+        .await
+        .context("creating the admin user")?
+    {
+        // Printed once, on the terminal, outside the structured log, so log shipping never
+        // carries it.
+        eprintln!(
+            "\n  Vexil created the user `admin` with the generated password:\n\n      {generated}\n\n  It is shown only this once. Change it with PATCH /api/v1/users/admin.\n"
+        );
+        tracing::info!("created the admin user with a generated password (shown once on stderr)");
+    }
+    let identity_follower = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(identity.clone().follow(
+            Duration::from_millis(config.identity_poll_ms.max(10)),
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ))
+    };
+
     // 4. Servers: gRPC first, so both addresses are logged before HTTP reports it listens.
-    let state = Arc::new(AppState { flags });
+    let state = Arc::new(AppState { flags, identity });
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding {}", config.grpc_addr))?;
@@ -120,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     follower.abort();
+    identity_follower.abort();
     match tokio::time::timeout(Duration::from_secs(config.shutdown_grace_secs), grpc).await {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server stopped with an error"),
         Err(_) => tracing::warn!("gRPC streams did not drain in time"),
@@ -127,6 +168,65 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `JWT_SECRET`, or in the embedded mode the secret kept beside the SQLite file (generated,
+/// mode 0600, on first start). The replicated modes must share one secret, so there it is
+/// required.
+fn jwt_secret(config: &Config) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    if let Some(s) = &config.jwt_secret {
+        if s.len() < vexil_service::MIN_JWT_SECRET_LEN {
+            bail!(
+                "JWT_SECRET is {} bytes long; it must be at least {} bytes (e.g. `openssl rand -hex 32`)",
+                s.len(),
+                vexil_service::MIN_JWT_SECRET_LEN
+            );
+        }
+        return Ok(s.clone());
+    }
+    if config.db_url.is_some() {
+        bail!(
+            "JWT_SECRET is required with DB_URL: every replica must sign and check sessions with the same key (at least 32 bytes, e.g. `openssl rand -hex 32`)"
+        );
+    }
+    let mut name = config.data.file_name().unwrap_or_default().to_os_string();
+    name.push(".jwt-secret");
+    let path = config.data.with_file_name(name);
+    match std::fs::read_to_string(&path) {
+        Ok(s) => {
+            let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("restricting {} to mode 0600", path.display()))?;
+                tracing::warn!(path = %path.display(), "the JWT secret file was readable by others; set its mode to 0600");
+            }
+            let s = s.trim().to_owned();
+            if s.len() < vexil_service::MIN_JWT_SECRET_LEN {
+                bail!(
+                    "{} holds a secret shorter than 32 bytes; delete it to generate a new one",
+                    path.display()
+                );
+            }
+            Ok(s)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = vexil_service::generate_jwt_secret()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(secret.as_bytes())?;
+            f.sync_all()?;
+            tracing::info!(path = %path.display(), "generated a JWT secret (JWT_SECRET is unset) and kept it, mode 0600");
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 async fn shutdown_signal() {

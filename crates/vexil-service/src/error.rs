@@ -64,6 +64,27 @@ pub enum ServiceError {
         /// Suggested wait.
         retry_after_secs: u32,
     },
+    /// No valid credentials: none where they are required, or malformed, expired, revoked,
+    /// or belonging to a disabled or deleted user. The message never echoes the credential.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// Why, for the caller.
+        message: String,
+    },
+    /// Authenticated, but without the permission.
+    #[error("forbidden: {permission} is required in namespace {namespace}")]
+    Forbidden {
+        /// The permission missing.
+        permission: vexil_core::identity::Permission,
+        /// Where (`*` for every namespace).
+        namespace: String,
+    },
+    /// Too many attempts (logins); retry after the given seconds. Nothing was checked.
+    #[error("too many attempts; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Suggested wait.
+        retry_after_secs: u32,
+    },
     /// A bug or corrupt data. Details were logged, not returned.
     #[error("internal error")]
     Internal,
@@ -73,8 +94,14 @@ pub enum ServiceError {
 /// is its own namespace, so the `ns/key` form would read `namespace prod/prod`.
 fn resource(kind: &ResourceKind, namespace: &str, key: &str) -> String {
     match kind {
-        ResourceKind::Namespace => format!("namespace {key}"),
-        other => format!("{} {namespace}/{key}", other.as_str()),
+        ResourceKind::Namespace
+        | ResourceKind::User
+        | ResourceKind::Role
+        | ResourceKind::Binding
+        | ResourceKind::Token => format!("{} {key}", kind.as_str()),
+        ResourceKind::Flag | ResourceKind::Segment => {
+            format!("{} {namespace}/{key}", kind.as_str())
+        }
     }
 }
 

@@ -349,13 +349,18 @@ impl FlagService {
 
     // ---------------------------------------------------------------- namespaces
 
-    /// All namespaces. Requires `FlagRead` on `*`.
+    /// The namespaces the caller may read: a listing pass for `FlagRead` (see
+    /// [`Principal::authorize_listing`](crate::Principal::authorize_listing)) filters to the
+    /// namespaces it grants.
     ///
     /// # Errors
     /// Store errors.
     pub async fn list_namespaces(&self, pass: &Pass<'_>) -> Result<Vec<Namespace>, ServiceError> {
-        pass.require(Permission::FlagRead, "*")?;
-        Ok(self.store.list_namespaces().await?)
+        pass.require_listing(Permission::FlagRead)?;
+        let p = pass.principal();
+        let mut all = self.store.list_namespaces().await?;
+        all.retain(|n| p.allows(Permission::FlagRead, &n.key));
+        Ok(all)
     }
 
     /// One namespace. Requires `FlagRead` on it.
@@ -1482,7 +1487,9 @@ impl FlagService {
         })
     }
 
-    /// Evaluates one flag and explains the decision.
+    /// Evaluates one flag and explains the decision. Requires `FlagRead`, not `Evaluate`: the
+    /// explanation shows the rules (segment member lists included), which SDK tokens and
+    /// anonymous callers must not read.
     ///
     /// # Errors
     /// NotFound (namespace only).
@@ -1493,7 +1500,7 @@ impl FlagService {
         key: &str,
         context: &Value,
     ) -> Result<EvaluateOutcome<Explanation>, ServiceError> {
-        pass.require(Permission::Evaluate, ns)?;
+        pass.require(Permission::FlagRead, ns)?;
         let snap = self.snapshot(ns)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -8,6 +8,7 @@
 
 mod error;
 mod flags;
+mod identity;
 mod principal;
 mod snapshot;
 
@@ -16,7 +17,11 @@ pub use flags::{
     DEFAULT_NAMESPACE, EvaluateOutcome, FlagService, ImportDiff, ImportMode, ImportOutcome,
     ServiceOptions, WriteOptions,
 };
-pub use principal::{Pass, Permission, Principal};
+pub use identity::{
+    AuthConfig, Credential, IdentityService, MIN_JWT_SECRET_LEN, NewBinding, NewToken, NewUser,
+    RoleInput, RoleView, SelfOrAdmin, Session, TOKEN_PREFIX, UserPatch, generate_jwt_secret,
+};
+pub use principal::{Pass, Permission, Principal, RequestMeta};
 pub use snapshot::{NamespaceSnapshot, SnapshotCache};
 
 /// The stores a service needs, as trait objects chosen once at start-up.

@@ -1,27 +1,37 @@
 //! Who is calling, and proof that they may.
 //!
 //! Service functions that read or mutate take a [`Pass`] for the permission they need. A `Pass`
-//! can only be made by [`Principal::authorize`], so a path that skips the check does not
-//! compile. Until RBAC lands (the security issue), every principal holds every permission; the
-//! types are in place so that change touches one function.
+//! can only be made by [`Principal::authorize`] (or [`Principal::authorize_listing`]), so a path
+//! that skips the check does not compile. Principals are made by
+//! [`crate::IdentityService::authenticate`], which resolves the caller's grants once per request
+//! from the in-memory identity snapshot.
+
+use std::sync::Arc;
 
 use vexil_core::domain::Actor;
+use vexil_core::identity::{ALL_NAMESPACES, Grants, Subject};
 
-/// A permission, scoped to a namespace by the pass that carries it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    /// Read flags, segments and namespaces.
-    FlagRead,
-    /// Create, change and delete flags, segments and namespaces.
-    FlagWrite,
-    /// Evaluate flags.
-    Evaluate,
-    /// Read the audit log.
-    AuditRead,
+use crate::ServiceError;
+use crate::SnapshotCache;
+
+pub use vexil_core::identity::Permission;
+
+/// What a principal may do.
+#[derive(Clone)]
+enum Access {
+    /// The server itself: everything.
+    System,
+    /// An authenticated user or token.
+    Granted {
+        subject: Subject,
+        grants: Arc<Grants>,
+    },
+    /// No credentials: evaluation in namespaces that opted in, nothing else.
+    Anonymous { cache: SnapshotCache },
 }
 
-/// The authenticated caller of one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller of one request, with what it may do.
+#[derive(Clone)]
 pub struct Principal {
     /// Recorded in audit events.
     pub actor: Actor,
@@ -29,44 +39,171 @@ pub struct Principal {
     pub request_id: Option<String>,
     /// The client address, recorded in audit events.
     pub source_ip: Option<String>,
+    access: Access,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("actor", &self.actor)
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a request came from, for audit records and rate limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The client address.
+    pub source_ip: Option<String>,
 }
 
 impl Principal {
-    /// An unauthenticated caller (the only kind until authentication lands).
-    pub fn anonymous(request_id: Option<String>, source_ip: Option<String>) -> Self {
-        Self {
-            actor: Actor {
-                kind: "anonymous".into(),
-                id: "anonymous".into(),
-            },
-            request_id,
-            source_ip,
-        }
-    }
-
-    /// The server acting on its own behalf (start-up import).
+    /// The server acting on its own behalf (start-up import, bootstrap).
     pub fn system() -> Self {
         Self {
             actor: Actor::system(),
             request_id: None,
             source_ip: None,
+            access: Access::System,
         }
     }
 
-    /// Checks that this principal holds `permission` in `namespace` and returns the proof.
+    pub(crate) fn granted(
+        actor: Actor,
+        subject: Subject,
+        grants: Arc<Grants>,
+        meta: RequestMeta,
+    ) -> Self {
+        Self {
+            actor,
+            request_id: meta.request_id,
+            source_ip: meta.source_ip,
+            access: Access::Granted { subject, grants },
+        }
+    }
+
+    pub(crate) fn anonymous(cache: SnapshotCache, meta: RequestMeta) -> Self {
+        Self {
+            actor: Actor {
+                kind: "anonymous".into(),
+                id: "anonymous".into(),
+            },
+            request_id: meta.request_id,
+            source_ip: meta.source_ip,
+            access: Access::Anonymous { cache },
+        }
+    }
+
+    /// The user or token behind this principal (`None` for the system and anonymous callers).
+    pub fn subject(&self) -> Option<&Subject> {
+        match &self.access {
+            Access::Granted { subject, .. } => Some(subject),
+            Access::System | Access::Anonymous { .. } => None,
+        }
+    }
+
+    /// Whether the caller presented no credentials.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self.access, Access::Anonymous { .. })
+    }
+
+    /// Whether this principal holds `permission` in `namespace` (`*`: in every namespace).
+    pub fn allows(&self, permission: Permission, namespace: &str) -> bool {
+        match &self.access {
+            Access::System => true,
+            Access::Granted { grants, .. } => grants.allows(permission, namespace),
+            Access::Anonymous { cache } => {
+                permission == Permission::Evaluate
+                    && namespace != ALL_NAMESPACES
+                    && cache
+                        .get(namespace)
+                        .is_some_and(|s| s.namespace.anonymous_evaluation)
+            }
+        }
+    }
+
+    /// The grants of an authenticated principal (`None` for system and anonymous).
+    pub(crate) fn grants(&self) -> Option<&Grants> {
+        match &self.access {
+            Access::Granted { grants, .. } => Some(grants),
+            Access::System | Access::Anonymous { .. } => None,
+        }
+    }
+
+    fn refuse(&self, permission: Permission, namespace: &str) -> ServiceError {
+        if self.is_anonymous() {
+            ServiceError::Unauthenticated {
+                message: "this request needs credentials: send Authorization: Bearer <token>"
+                    .into(),
+            }
+        } else {
+            ServiceError::Forbidden {
+                permission,
+                namespace: namespace.to_owned(),
+            }
+        }
+    }
+
+    /// Checks that this principal holds `permission` in `namespace` (`*`: in every namespace)
+    /// and returns the proof.
     ///
     /// # Errors
-    /// None yet; the security issue adds Unauthenticated / Forbidden here.
+    /// [`ServiceError::Unauthenticated`] for an anonymous caller that is not allowed,
+    /// [`ServiceError::Forbidden`] for an authenticated one.
     pub fn authorize(
         &self,
         permission: Permission,
         namespace: &str,
-    ) -> Result<Pass<'_>, crate::ServiceError> {
-        Ok(Pass {
+    ) -> Result<Pass<'_>, ServiceError> {
+        if self.allows(permission, namespace) {
+            Ok(Pass {
+                principal: self,
+                permission,
+                namespace: namespace.to_owned(),
+                listing: false,
+            })
+        } else {
+            Err(self.refuse(permission, namespace))
+        }
+    }
+
+    /// Checks that this principal holds `permission` in at least one namespace, for listings
+    /// that the service then filters with [`Principal::allows`].
+    ///
+    /// # Errors
+    /// As [`Principal::authorize`].
+    pub fn authorize_listing(&self, permission: Permission) -> Result<Pass<'_>, ServiceError> {
+        let somewhere = match &self.access {
+            Access::System => true,
+            Access::Granted { grants, .. } => grants.allows_somewhere(permission),
+            Access::Anonymous { .. } => false,
+        };
+        if somewhere {
+            Ok(Pass {
+                principal: self,
+                permission,
+                namespace: ALL_NAMESPACES.to_owned(),
+                listing: true,
+            })
+        } else {
+            Err(self.refuse(permission, ALL_NAMESPACES))
+        }
+    }
+}
+
+impl Principal {
+    /// A pass that only says "this is an authenticated user acting on their own account". Its
+    /// namespace is not a valid key, so `require` never accepts it for anything else.
+    pub(crate) fn authorize_self_service(&self) -> Pass<'_> {
+        Pass {
             principal: self,
-            permission,
-            namespace: namespace.to_owned(),
-        })
+            permission: Permission::FlagRead,
+            namespace: "(self)".to_owned(),
+            listing: false,
+        }
     }
 }
 
@@ -77,6 +214,8 @@ pub struct Pass<'p> {
     principal: &'p Principal,
     permission: Permission,
     namespace: String,
+    /// Made by [`Principal::authorize_listing`]: good for a filtered listing only.
+    listing: bool,
 }
 
 impl Pass<'_> {
@@ -90,7 +229,7 @@ impl Pass<'_> {
         &self,
         permissions: &[Permission],
         namespace: &str,
-    ) -> Result<(), crate::ServiceError> {
+    ) -> Result<(), ServiceError> {
         match permissions.iter().find(|p| **p == self.permission) {
             Some(p) => self.require(*p, namespace),
             None => self.require(
@@ -101,23 +240,38 @@ impl Pass<'_> {
     }
 
     /// Fails unless this pass grants `permission` in `namespace`: a pass for one namespace or
-    /// permission cannot be reused for another.
+    /// permission cannot be reused for another, and a listing pass for nothing but a listing.
     pub(crate) fn require(
         &self,
         permission: Permission,
         namespace: &str,
-    ) -> Result<(), crate::ServiceError> {
-        if self.permission == permission && self.namespace == namespace {
+    ) -> Result<(), ServiceError> {
+        if self.permission == permission && self.namespace == namespace && !self.listing {
             Ok(())
         } else {
-            tracing::error!(
-                ?permission,
-                namespace,
-                granted = ?self.permission,
-                granted_ns = %self.namespace,
-                "a pass was used for something it does not grant"
-            );
-            Err(crate::ServiceError::Internal)
+            self.misuse(permission, namespace)
         }
+    }
+
+    /// Fails unless this pass is for listing `permission` (from either authorize function:
+    /// a full `*` pass lists everything too).
+    pub(crate) fn require_listing(&self, permission: Permission) -> Result<(), ServiceError> {
+        if self.permission == permission && self.namespace == ALL_NAMESPACES {
+            Ok(())
+        } else {
+            self.misuse(permission, ALL_NAMESPACES)
+        }
+    }
+
+    fn misuse(&self, permission: Permission, namespace: &str) -> Result<(), ServiceError> {
+        tracing::error!(
+            ?permission,
+            namespace,
+            granted = ?self.permission,
+            granted_ns = %self.namespace,
+            listing = self.listing,
+            "a pass was used for something it does not grant"
+        );
+        Err(ServiceError::Internal)
     }
 }

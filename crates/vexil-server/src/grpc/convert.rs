@@ -156,6 +156,9 @@ pub fn status(e: ServiceError) -> Status {
         ServiceError::Invalid { .. } => Status::new(Code::InvalidArgument, message),
         ServiceError::Conflict { .. } => Status::new(Code::FailedPrecondition, message),
         ServiceError::Unavailable { .. } => Status::new(Code::Unavailable, message),
+        ServiceError::Unauthenticated { .. } => Status::new(Code::Unauthenticated, message),
+        ServiceError::Forbidden { .. } => Status::new(Code::PermissionDenied, message),
+        ServiceError::RateLimited { .. } => Status::new(Code::ResourceExhausted, message),
         ServiceError::Internal => Status::new(Code::Internal, "internal error"),
     }
 }

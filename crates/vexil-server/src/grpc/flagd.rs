@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use vexil_core::{ErrorCode, Reason, Resolution, ValueKind};
 use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::flagd::sync::v1 as sync;
-use vexil_service::{DEFAULT_NAMESPACE, Permission, Principal};
+use vexil_service::{Credential, DEFAULT_NAMESPACE, Permission, Principal};
 
 use super::convert::{self, map_to_struct, status};
 use crate::AppState;
@@ -48,15 +48,45 @@ pub fn namespace<T>(req: &Request<T>, field: Option<&str>) -> String {
         .to_owned()
 }
 
-/// The caller; authentication plugs in here.
-pub fn caller<T>(req: &Request<T>) -> Principal {
-    let request_id = req
-        .metadata()
+/// The authenticated caller: `authorization: Bearer <jwt or vx_ token>` or `x-api-key: vx_…`
+/// metadata; none gives the anonymous principal. A credential that is present but invalid is
+/// refused here with UNAUTHENTICATED, whatever the method.
+///
+/// # Errors
+/// UNAUTHENTICATED.
+pub fn caller<T>(app: &AppState, req: &Request<T>) -> Result<Principal, Status> {
+    let md = req.metadata();
+    let request_id = md
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let ip = req.remote_addr().map(|a| a.ip().to_string());
-    Principal::anonymous(request_id, ip)
+    let meta = vexil_service::RequestMeta {
+        request_id,
+        source_ip: req.remote_addr().map(|a| a.ip().to_string()),
+    };
+    let header = |name: &str| -> Result<Option<&str>, Status> {
+        match md.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(Some)
+                .map_err(|_| Status::unauthenticated(format!("{name} is not valid text"))),
+        }
+    };
+    let credential = match (header("authorization")?, header("x-api-key")?) {
+        (Some(auth), _) => {
+            let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") || rest.trim().is_empty() {
+                return Err(Status::unauthenticated(
+                    "authorization must be \"Bearer <token>\"",
+                ));
+            }
+            Credential::Bearer(rest.trim())
+        }
+        (None, Some(key)) => Credential::ApiKey(key.trim()),
+        (None, None) => Credential::None,
+    };
+    app.identity.authenticate(credential, meta).map_err(status)
 }
 
 fn eval_status(r: &Resolution) -> Option<Status> {
@@ -80,7 +110,7 @@ fn resolve<T>(
     parts: impl FnOnce(T) -> (String, Option<prost_types::Struct>),
 ) -> Result<Resolution, Status> {
     let ns = namespace(&req, None);
-    let p = caller(&req);
+    let p = caller(app, &req)?;
     let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
     let (key, ctx) = parts(req.into_inner());
     let context = convert::into_context(ctx)?;
@@ -277,7 +307,7 @@ impl v2::service_server::Service for EvaluationV2 {
         req: Request<v2::EventStreamRequest>,
     ) -> Result<Response<Self::EventStreamStream>, Status> {
         let ns = namespace(&req, None);
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         Ok(Response::new(event_stream(
             self.0.clone(),
@@ -308,7 +338,7 @@ impl v1::service_server::Service for EvaluationV1 {
         req: Request<v1::ResolveAllRequest>,
     ) -> Result<Response<v1::ResolveAllResponse>, Status> {
         let ns = namespace(&req, None);
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         let context = convert::context(req.get_ref().context.as_ref())?;
         let out = self
@@ -431,7 +461,7 @@ impl v1::service_server::Service for EvaluationV1 {
         req: Request<v1::EventStreamRequest>,
     ) -> Result<Response<Self::EventStreamStream>, Status> {
         let ns = namespace(&req, None);
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         Ok(Response::new(event_stream(
             self.0.clone(),
@@ -476,7 +506,7 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
         req: Request<sync::SyncFlagsRequest>,
     ) -> Result<Response<Self::SyncFlagsStream>, Status> {
         let ns = namespace(&req, Some(&req.get_ref().selector));
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         // Fail the call itself (not the stream) for an unknown namespace.
         let (first, ctx, mut sent) = document(&self.0, &p, &ns).await?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
@@ -538,7 +568,7 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
         req: Request<sync::FetchAllFlagsRequest>,
     ) -> Result<Response<sync::FetchAllFlagsResponse>, Status> {
         let ns = namespace(&req, Some(&req.get_ref().selector));
-        let (doc, _, _) = document(&self.0, &caller(&req), &ns).await?;
+        let (doc, _, _) = document(&self.0, &caller(&self.0, &req)?, &ns).await?;
         Ok(Response::new(sync::FetchAllFlagsResponse {
             flag_configuration: doc,
         }))
@@ -549,7 +579,7 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
         req: Request<sync::GetMetadataRequest>,
     ) -> Result<Response<sync::GetMetadataResponse>, Status> {
         let ns = namespace(&req, None);
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let (_, ctx, _) = document(&self.0, &p, &ns).await?;
         Ok(Response::new(sync::GetMetadataResponse {
             metadata: Some(map_to_struct(&ctx)),

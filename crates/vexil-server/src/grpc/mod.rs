@@ -4,6 +4,7 @@
 
 pub mod convert;
 pub mod flagd;
+pub mod identity;
 pub mod vexil;
 
 use std::future::Future;
@@ -61,6 +62,21 @@ pub async fn serve(
     health_reporter
         .set_serving::<pb::watch_service_server::WatchServiceServer<vexil::VexilApi>>()
         .await;
+    health_reporter
+        .set_serving::<pb::auth_service_server::AuthServiceServer<identity::IdentityApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::user_service_server::UserServiceServer<identity::IdentityApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::role_service_server::RoleServiceServer<identity::IdentityApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::binding_service_server::BindingServiceServer<identity::IdentityApi>>()
+        .await;
+    health_reporter
+        .set_serving::<pb::token_service_server::TokenServiceServer<identity::IdentityApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(vexil_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -74,6 +90,17 @@ pub async fn serve(
     let sync =
         sync::flag_sync_service_server::FlagSyncServiceServer::new(flagd::Sync(state.clone()))
             .max_decoding_message_size(MAX_MESSAGE);
+    let ids = identity::IdentityApi(state.clone());
+    let auth = pb::auth_service_server::AuthServiceServer::new(ids.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let users = pb::user_service_server::UserServiceServer::new(ids.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let roles = pb::role_service_server::RoleServiceServer::new(ids.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let bindings = pb::binding_service_server::BindingServiceServer::new(ids.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
+    let tokens = pb::token_service_server::TokenServiceServer::new(ids)
+        .max_decoding_message_size(MAX_MESSAGE);
     let api = vexil::VexilApi(state);
     let namespaces = pb::namespace_service_server::NamespaceServiceServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE);
@@ -107,6 +134,11 @@ pub async fn serve(
         .add_service(evaluation)
         .add_service(audit)
         .add_service(watch)
+        .add_service(auth)
+        .add_service(users)
+        .add_service(roles)
+        .add_service(bindings)
+        .add_service(tokens)
         .add_optional_service(reflection);
     // TCP_NODELAY, as tonic's own `serve` sets it: a response is several small HTTP/2 frames,
     // and Nagle's algorithm would hold them for the client's delayed ACK (~40 ms tails).

@@ -282,8 +282,8 @@ impl pb::namespace_service_server::NamespaceService for VexilApi {
         &self,
         req: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagRead, "*").map_err(status)?;
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize_listing(Permission::FlagRead).map_err(status)?;
         let items = self.0.flags.list_namespaces(&pass).await.map_err(status)?;
         Ok(Response::new(pb::ListNamespacesResponse {
             namespaces: items.iter().map(namespace_message).collect(),
@@ -294,9 +294,13 @@ impl pb::namespace_service_server::NamespaceService for VexilApi {
         &self,
         req: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
+        // Authorize on the raw field first: a caller without the permission learns nothing
+        // about what it sent.
+        let p = caller(&self.0, &req)?;
+        let pass = p
+            .authorize(Permission::FlagRead, &req.get_ref().key)
+            .map_err(status)?;
         let key = required(&req.get_ref().key, "key")?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagRead, key).map_err(status)?;
         let n = self
             .0
             .flags
@@ -310,10 +314,18 @@ impl pb::namespace_service_server::NamespaceService for VexilApi {
         &self,
         req: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
+        let p = caller(&self.0, &req)?;
+        let raw_key = req
+            .get_ref()
+            .namespace
+            .as_ref()
+            .map(|n| n.key.as_str())
+            .unwrap_or_default();
+        let pass = p
+            .authorize(Permission::FlagWrite, raw_key)
+            .map_err(status)?;
         let n = present(req.get_ref().namespace.as_ref(), "namespace")?;
         let body = namespace_body(n)?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, &n.key).map_err(status)?;
         let created = self
             .0
             .flags
@@ -328,11 +340,18 @@ impl pb::namespace_service_server::NamespaceService for VexilApi {
         req: Request<pb::UpdateNamespaceRequest>,
     ) -> Result<Response<pb::Namespace>, Status> {
         let r = req.get_ref();
+        let p = caller(&self.0, &req)?;
+        let raw_key = r
+            .namespace
+            .as_ref()
+            .map(|n| n.key.as_str())
+            .unwrap_or_default();
+        let pass = p
+            .authorize(Permission::FlagWrite, raw_key)
+            .map_err(status)?;
         let n = present(r.namespace.as_ref(), "namespace")?;
         let key = required(&n.key, "namespace.key")?;
         let body = namespace_body(n)?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, key).map_err(status)?;
         let updated = self
             .0
             .flags
@@ -347,9 +366,9 @@ impl pb::namespace_service_server::NamespaceService for VexilApi {
         req: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.get_ref();
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagWrite, &r.key).map_err(status)?;
         let key = required(&r.key, "key")?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, key).map_err(status)?;
         self.0
             .flags
             .delete_namespace(&pass, key, r.expected_version)
@@ -369,14 +388,14 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::ListFlagsResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
         let query = FlagQuery {
             tag: non_empty(&r.tag),
             text: non_empty(&r.q),
             limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
             cursor: non_empty(&r.cursor),
         };
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
         let page = self
             .0
             .flags
@@ -395,9 +414,9 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::Flag>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let key = required(&r.key, "key")?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
         let f = self
             .0
             .flags
@@ -413,9 +432,9 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::Flag>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let body = flag_body(present(r.flag.as_ref(), "flag")?)?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
+        let body = flag_body(present(r.flag.as_ref(), "flag")?)?;
         let f = self
             .0
             .flags
@@ -431,11 +450,11 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::Flag>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let flag = present(r.flag.as_ref(), "flag")?;
         let key = required(&flag.key, "flag.key")?;
         let body = flag_body(flag)?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let f = self
             .0
             .flags
@@ -458,10 +477,10 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::Flag>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let key = required(&r.key, "key")?;
         let patch = Value::Object(struct_json(present(r.patch.as_ref(), "patch")?, "patch")?);
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let f = self
             .0
             .flags
@@ -484,9 +503,9 @@ impl pb::flag_service_server::FlagService for VexilApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let key = required(&r.key, "key")?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
         self.0
             .flags
             .delete_flag(&pass, &ns, key, r.expected_version)
@@ -519,9 +538,9 @@ impl VexilApi {
     ) -> Result<Response<pb::Flag>, Status> {
         let r = req.get_ref();
         let ns = namespace(req, &r.namespace);
-        let key = required(&r.key, "key")?;
-        let p = caller(req);
+        let p = caller(&self.0, req)?;
         let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
         let f = self
             .0
             .flags
@@ -541,7 +560,7 @@ impl pb::segment_service_server::SegmentService for VexilApi {
         req: Request<pb::ListSegmentsRequest>,
     ) -> Result<Response<pb::ListSegmentsResponse>, Status> {
         let ns = namespace(&req, &req.get_ref().namespace);
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
         let items = self
             .0
@@ -560,9 +579,9 @@ impl pb::segment_service_server::SegmentService for VexilApi {
     ) -> Result<Response<pb::Segment>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let key = required(&r.key, "key")?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
         let s = self
             .0
             .flags
@@ -578,9 +597,9 @@ impl pb::segment_service_server::SegmentService for VexilApi {
     ) -> Result<Response<pb::Segment>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let body = segment_body(present(r.segment.as_ref(), "segment")?)?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
+        let body = segment_body(present(r.segment.as_ref(), "segment")?)?;
         let s = self
             .0
             .flags
@@ -596,11 +615,11 @@ impl pb::segment_service_server::SegmentService for VexilApi {
     ) -> Result<Response<pb::Segment>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let segment = present(r.segment.as_ref(), "segment")?;
         let key = required(&segment.key, "segment.key")?;
         let body = segment_body(segment)?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let s = self
             .0
             .flags
@@ -616,9 +635,9 @@ impl pb::segment_service_server::SegmentService for VexilApi {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let key = required(&r.key, "key")?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
         self.0
             .flags
             .delete_segment(&pass, &ns, key, r.expected_version)
@@ -638,6 +657,8 @@ impl pb::import_export_service_server::ImportExportService for VexilApi {
     ) -> Result<Response<pb::ImportResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let yaml = is_yaml(r.format)?;
         let mode = match pb::ImportMode::try_from(r.mode) {
             Ok(pb::ImportMode::Unspecified | pb::ImportMode::Merge) => ImportMode::Merge,
@@ -649,8 +670,6 @@ impl pb::import_export_service_server::ImportExportService for VexilApi {
                 ));
             }
         };
-        let p = caller(&req);
-        let pass = p.authorize(Permission::FlagWrite, &ns).map_err(status)?;
         let out = self
             .0
             .flags
@@ -666,9 +685,9 @@ impl pb::import_export_service_server::ImportExportService for VexilApi {
     ) -> Result<Response<pb::ExportResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let yaml = is_yaml(r.format)?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
+        let yaml = is_yaml(r.format)?;
         let doc = self.0.flags.export(&pass, &ns).await.map_err(status)?;
         Ok(Response::new(pb::ExportResponse {
             document: if yaml {
@@ -692,10 +711,10 @@ impl pb::evaluation_service_server::EvaluationService for VexilApi {
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         let key = required(&r.flag_key, "flag_key")?;
         let context = convert::context(r.context.as_ref())?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         let out = self
             .0
             .flags
@@ -713,9 +732,9 @@ impl pb::evaluation_service_server::EvaluationService for VexilApi {
     ) -> Result<Response<pb::EvaluateAllResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
-        let context = convert::context(r.context.as_ref())?;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
+        let context = convert::context(r.context.as_ref())?;
         let out = self
             .0
             .flags
@@ -737,10 +756,10 @@ impl pb::evaluation_service_server::EvaluationService for VexilApi {
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
         let key = required(&r.flag_key, "flag_key")?;
         let context = convert::context(r.context.as_ref())?;
-        let p = caller(&req);
-        let pass = p.authorize(Permission::Evaluate, &ns).map_err(status)?;
         let out = self
             .0
             .flags
@@ -810,7 +829,7 @@ impl pb::audit_service_server::AuditService for VexilApi {
             limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
         };
         let scope = query.namespace.clone().unwrap_or_else(|| "*".into());
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
         let events = self
             .0

@@ -110,7 +110,7 @@ pub async fn list_namespaces(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
 ) -> Result<Response> {
-    let pass = p.authorize(Permission::FlagRead, "*")?;
+    let pass = p.authorize_listing(Permission::FlagRead)?;
     let items = app.flags.list_namespaces(&pass).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -786,7 +786,9 @@ pub async fn evaluate(
     let explain = obj.get("explain").and_then(Value::as_bool).unwrap_or(false);
     match obj.get("flagKey") {
         Some(Value::String(key)) if explain => {
-            let out = app.flags.explain(&pass, &ns, key, &context)?;
+            // An explanation shows the rules: reading them needs `flag:read`.
+            let read = p.authorize(Permission::FlagRead, &ns)?;
+            let out = app.flags.explain(&read, &ns, key, &context)?;
             Ok(Json(json!({ "flagKey": key, "revision": out.revision, "explanation": out.result, "resolution": out.result.resolution })).into_response())
         }
         Some(Value::String(key)) => {

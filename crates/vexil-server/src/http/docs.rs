@@ -32,6 +32,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
+        (name = "auth", description = "Sessions (`POST /api/v1/auth/login`) and API tokens. Send either as `Authorization: Bearer <token>`; OFREP clients may send an API token as `X-API-Key`."),
+        (name = "rbac", description = "Users, roles (sets of permissions) and role bindings (subject → role, in one namespace or `*`)."),
         (name = "namespaces", description = "Isolated sets of flags and segments."),
         (name = "flags", description = "Feature flags, in flagd's terms, with the kill switch."),
         (name = "segments", description = "Reusable rules, referenced from targeting as `{\"$ref\": key}`."),
@@ -53,6 +55,9 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
             schema::PayloadTooLarge,
             schema::UnsupportedMediaType,
             schema::Unavailable,
+            schema::Unauthorized,
+            schema::Forbidden,
+            schema::TooManyRequests,
         ),
     )
 )]

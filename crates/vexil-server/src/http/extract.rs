@@ -2,35 +2,98 @@
 //! as problem+json, and `If-Match`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::Value;
-use vexil_service::Principal;
+use vexil_service::{Credential, Principal, RequestMeta};
+
+use crate::AppState;
 
 use super::problem::{ApiError, Problem};
 
-/// The request's principal. Authentication (JWT / API tokens) plugs in here; until then every
-/// caller is anonymous, with its request id and address recorded for audit.
+/// The request's principal, from `Authorization: Bearer <jwt or vx_ token>` or (for OFREP
+/// clients) `X-API-Key: vx_…`. No credential gives the anonymous principal, which the service
+/// layer refuses everything but opted-in evaluation; a credential that is present but invalid is
+/// a 401 here, before any handler runs.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let meta = request_meta(parts);
+        let credential = credential(&parts.headers)?;
+        let principal = state.identity.authenticate(credential, meta)?;
+        Ok(Caller(principal))
+    }
+}
+
+/// Where a request came from (its request id and client address), for audit records and rate
+/// limits. For routes that take no [`Caller`], such as login.
+#[derive(Debug, Clone)]
+pub struct Meta(pub RequestMeta);
+
+impl<S: Send + Sync> FromRequestParts<S> for Meta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let request_id = parts
+        Ok(Meta(request_meta(parts)))
+    }
+}
+
+fn request_meta(parts: &Parts) -> RequestMeta {
+    RequestMeta {
+        request_id: parts
             .headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let ip = parts
+            .map(str::to_owned),
+        source_ip: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        Ok(Caller(Principal::anonymous(request_id, ip)))
+            .map(|c| c.0.ip().to_string()),
+    }
+}
+
+/// Reads the credential headers. Malformed ones are refused rather than ignored, so a client
+/// with a broken header learns it instead of silently being anonymous.
+fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
+    let text = |name: header::HeaderName| -> Result<Option<&str>, ApiError> {
+        match headers.get(&name) {
+            None => Ok(None),
+            Some(v) => v.to_str().map(Some).map_err(|_| {
+                ApiError::from(vexil_service::ServiceError::Unauthenticated {
+                    message: format!("the {name} header is not valid text"),
+                })
+            }),
+        }
+    };
+    match (
+        text(header::AUTHORIZATION)?,
+        text(header::HeaderName::from_static("x-api-key"))?,
+    ) {
+        (Some(auth), _) => {
+            let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
+            if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+                Ok(Credential::Bearer(rest.trim()))
+            } else {
+                Err(ApiError::from(
+                    vexil_service::ServiceError::Unauthenticated {
+                        message: "the Authorization header must be \"Bearer <token>\"".into(),
+                    },
+                ))
+            }
+        }
+        (None, Some(key)) => Ok(Credential::ApiKey(key.trim())),
+        (None, None) => Ok(Credential::None),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod docs;
 pub mod extract;
+pub mod identity;
 pub mod ofrep;
 pub mod ops;
 pub mod problem;
@@ -33,6 +34,24 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// here only through `.routes(routes!(...))`, never through `.route(...)`.
 pub fn api() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        // Authentication and RBAC (DESIGN.md §4, §6).
+        .routes(routes!(identity::login))
+        .routes(routes!(identity::list_tokens, identity::create_token))
+        .routes(routes!(identity::revoke_token))
+        .routes(routes!(identity::list_users, identity::create_user))
+        .routes(routes!(
+            identity::get_user,
+            identity::update_user,
+            identity::delete_user
+        ))
+        .routes(routes!(identity::list_roles, identity::create_role))
+        .routes(routes!(
+            identity::get_role,
+            identity::put_role,
+            identity::delete_role
+        ))
+        .routes(routes!(identity::list_bindings, identity::create_binding))
+        .routes(routes!(identity::delete_binding))
         // REST admin API (DESIGN.md §4).
         .routes(routes!(admin::list_namespaces, admin::create_namespace))
         .routes(routes!(

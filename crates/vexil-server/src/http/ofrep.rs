@@ -75,6 +75,33 @@ fn service_failure(e: ServiceError) -> Response {
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
             r
         }
+        ServiceError::Unauthenticated { .. } => {
+            let mut r = (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"errorDetails": e.to_string()})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vexil\""),
+            );
+            r
+        }
+        ServiceError::Forbidden { .. } => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"errorDetails": e.to_string()})),
+        )
+            .into_response(),
+        ServiceError::RateLimited { retry_after_secs } => {
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"errorDetails": "too many requests"})),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            r
+        }
         ServiceError::AlreadyExists { .. }
         | ServiceError::VersionConflict { .. }
         | ServiceError::Conflict { .. }

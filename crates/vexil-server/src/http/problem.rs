@@ -26,6 +26,8 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip)]
     retry_after: Option<u32>,
+    #[serde(skip)]
+    challenge: bool,
 }
 
 /// One invalid field.
@@ -52,6 +54,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            challenge: false,
         }
     }
 
@@ -117,6 +120,29 @@ impl From<ServiceError> for Problem {
                 p.retry_after = Some(retry_after_secs);
                 p
             }
+            ServiceError::Unauthenticated { .. } => {
+                let mut p = Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "Unauthenticated",
+                    detail,
+                );
+                p.challenge = true;
+                p
+            }
+            ServiceError::Forbidden { .. } => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+            }
+            ServiceError::RateLimited { retry_after_secs } => {
+                let mut p = Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate-limited",
+                    "Too many requests",
+                    detail,
+                );
+                p.retry_after = Some(retry_after_secs);
+                p
+            }
             ServiceError::Internal => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -131,6 +157,7 @@ impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry = self.retry_after;
+        let challenge = self.challenge;
         let mut resp = (status, axum::Json(self)).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
@@ -139,6 +166,12 @@ impl IntoResponse for Problem {
         if let Some(secs) = retry {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if challenge {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"vexil\""),
+            );
         }
         resp
     }
@@ -213,6 +246,25 @@ mod tests {
                 },
                 503,
             ),
+            (
+                ServiceError::Unauthenticated {
+                    message: "x".into(),
+                },
+                401,
+            ),
+            (
+                ServiceError::Forbidden {
+                    permission: vexil_core::identity::Permission::RbacAdmin,
+                    namespace: "*".into(),
+                },
+                403,
+            ),
+            (
+                ServiceError::RateLimited {
+                    retry_after_secs: 1,
+                },
+                429,
+            ),
             (ServiceError::Internal, 500),
         ];
         for (e, status) in cases {
@@ -231,6 +283,30 @@ mod tests {
         assert_eq!(p.errors.len(), 1);
         assert_eq!(p.errors[0].field, "defaultVariant");
         assert!(p.detail.contains("defaultVariant"));
+    }
+
+    #[test]
+    fn unauthenticated_carries_a_bearer_challenge_and_rate_limited_a_retry_after() {
+        let r = Problem::from(ServiceError::Unauthenticated {
+            message: "x".into(),
+        })
+        .into_response();
+        assert_eq!(
+            r.headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer realm=\"vexil\"")
+        );
+        let r = Problem::from(ServiceError::RateLimited {
+            retry_after_secs: 6,
+        })
+        .into_response();
+        assert_eq!(
+            r.headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("6")
+        );
     }
 
     #[test]

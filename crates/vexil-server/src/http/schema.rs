@@ -894,6 +894,262 @@ pub struct OfrepGeneralError {
     error_details: String,
 }
 
+// ------------------------------------------------------------------ authentication and RBAC
+
+/// A permission, granted through roles in one namespace or in all.
+#[derive(Debug, ToSchema)]
+pub enum Permission {
+    /// Read flags, segments and namespaces.
+    #[serde(rename = "flag:read")]
+    FlagRead,
+    /// Create, change and delete flags, segments and namespaces.
+    #[serde(rename = "flag:write")]
+    FlagWrite,
+    /// Read configuration entries.
+    #[serde(rename = "config:read")]
+    ConfigRead,
+    /// Change configuration entries.
+    #[serde(rename = "config:write")]
+    ConfigWrite,
+    /// Read the audit log.
+    #[serde(rename = "audit:read")]
+    AuditRead,
+    /// Manage users, roles, bindings and API tokens.
+    #[serde(rename = "rbac:admin")]
+    RbacAdmin,
+    /// Evaluate flags (OFREP, flagd protocols, native evaluation).
+    #[serde(rename = "evaluate")]
+    Evaluate,
+}
+
+/// A user name and password to sign in with.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"username": "admin", "password": "correct horse battery staple"}))]
+pub struct LoginRequest {
+    /// The user's name.
+    username: String,
+    /// The user's password.
+    #[schema(format = Password)]
+    password: String,
+}
+
+/// A session: send `token` as `Authorization: Bearer <token>`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Session {
+    /// A JWT (HS256).
+    token: String,
+    /// When it stops working, milliseconds since the Unix epoch.
+    expires_at: i64,
+}
+
+/// A user account. Its password hash is never returned.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct User {
+    /// Login name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._@-]{0,63}$", example = "ana@example.com")]
+    name: String,
+    /// Display name.
+    display_name: String,
+    /// A disabled user cannot sign in, and its sessions stop working.
+    disabled: bool,
+    /// Starts at 1, +1 per update; the ETag is this number in quotes.
+    #[schema(minimum = 1)]
+    version: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Last update time, milliseconds since the Unix epoch.
+    updated_at: i64,
+}
+
+/// A user to create. Unknown fields are a 400.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase", example = json!({"name": "ana@example.com", "password": "a long passphrase", "displayName": "Ana"}))]
+pub struct UserInput {
+    /// Login name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._@-]{0,63}$")]
+    name: String,
+    /// At least 8 characters, at most 1024 bytes.
+    #[schema(format = Password, min_length = 8)]
+    password: String,
+    /// Display name.
+    #[schema(required = false)]
+    display_name: String,
+}
+
+/// Changes to a user: only the fields given change. Unknown fields are a 400.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase", example = json!({"password": "a new long passphrase"}))]
+pub struct UserPatch {
+    /// New display name.
+    #[schema(required = false)]
+    display_name: Option<String>,
+    /// New password (at least 8 characters); ends the user's older sessions.
+    #[schema(required = false, format = Password, min_length = 8)]
+    password: Option<String>,
+    /// Disable or re-enable the user (`rbac:admin` on `*` only).
+    #[schema(required = false)]
+    disabled: Option<bool>,
+}
+
+/// All users.
+#[derive(Debug, ToSchema)]
+pub struct UserList {
+    /// The users.
+    items: Vec<User>,
+}
+
+/// A role: a named set of permissions.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Role {
+    /// Name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._@-]{0,63}$", example = "flag-operator")]
+    name: String,
+    /// Free text.
+    description: String,
+    /// What the role grants.
+    permissions: Vec<Permission>,
+    /// `admin`, `editor`, `viewer` and `evaluator` are built in: they cannot be changed or
+    /// deleted.
+    builtin: bool,
+    /// Starts at 1, +1 per update (0 for built-in roles); the ETag is this number in quotes.
+    version: u64,
+    /// Creation time, milliseconds since the Unix epoch (0 for built-in roles).
+    created_at: i64,
+    /// Last update time, milliseconds since the Unix epoch (0 for built-in roles).
+    updated_at: i64,
+}
+
+/// A custom role to create (POST) or replace (PUT). Unknown fields are a 400.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"name": "flag-operator", "description": "Flips kill switches", "permissions": ["flag:read", "flag:write"]}))]
+pub struct RoleInput {
+    /// Required on POST; on PUT it may be omitted but must match the URL when given.
+    #[schema(required = false, pattern = "^[a-z0-9][a-z0-9._@-]{0,63}$")]
+    name: String,
+    /// Free text.
+    #[schema(required = false)]
+    description: String,
+    /// At least one permission.
+    permissions: Vec<Permission>,
+}
+
+/// All roles.
+#[derive(Debug, ToSchema)]
+pub struct RoleList {
+    /// Built-in roles first, then custom ones.
+    items: Vec<Role>,
+}
+
+/// A role bound to a user or token, in one namespace or in all (`*`).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct Binding {
+    /// Assigned by the server.
+    id: String,
+    /// `user:<name>` or `token:<id>`.
+    #[schema(example = "user:ana@example.com")]
+    subject: String,
+    /// A built-in or custom role.
+    role: String,
+    /// A namespace key, or `*` for every namespace.
+    #[schema(example = "default")]
+    namespace: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Who created it.
+    created_by: Actor,
+}
+
+/// A binding to create. Unknown fields are a 400.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"subject": "user:ana@example.com", "role": "viewer", "namespace": "default"}))]
+pub struct BindingInput {
+    /// `user:<name>` or `token:<id>`; the user or token must exist.
+    subject: String,
+    /// A built-in or custom role.
+    role: String,
+    /// A namespace key, or `*` for every namespace.
+    namespace: String,
+}
+
+/// Bindings.
+#[derive(Debug, ToSchema)]
+pub struct BindingList {
+    /// The bindings.
+    items: Vec<Binding>,
+}
+
+/// An API token, for programs (`Authorization: Bearer vx_…`, or `X-API-Key: vx_…` for OFREP
+/// clients). Its secret is never returned after creation.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ApiToken {
+    /// Public id, used to revoke it and in `token:<id>` subjects.
+    id: String,
+    /// A label.
+    name: String,
+    /// The role it carries.
+    role: String,
+    /// The namespace it is scoped to, or `*`.
+    namespace: String,
+    /// When it stops working, milliseconds since the Unix epoch; null for never.
+    #[schema(required = true)]
+    expires_at: Option<i64>,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Who created it.
+    created_by: Actor,
+}
+
+/// A newly issued API token, with its secret: the only time it is shown.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct IssuedApiToken {
+    /// The secret (`vx_…`): store it now, it cannot be shown again.
+    #[schema(example = "vx_3f9c…")]
+    token: String,
+    /// Public id, used to revoke it and in `token:<id>` subjects.
+    id: String,
+    /// A label.
+    name: String,
+    /// The role it carries.
+    role: String,
+    /// The namespace it is scoped to, or `*`.
+    namespace: String,
+    /// When it stops working, milliseconds since the Unix epoch; null for never.
+    #[schema(required = true)]
+    expires_at: Option<i64>,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Who created it.
+    created_by: Actor,
+}
+
+/// An API token to issue. Unknown fields are a 400.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase", example = json!({"name": "checkout service", "role": "evaluator", "namespace": "default"}))]
+pub struct ApiTokenInput {
+    /// A label, 1 to 200 characters.
+    name: String,
+    /// A built-in or custom role; the caller must hold all of its permissions in `namespace`.
+    role: String,
+    /// A namespace key, or `*` for every namespace.
+    namespace: String,
+    /// Optional expiry in the future, milliseconds since the Unix epoch.
+    #[schema(required = false)]
+    expires_at: Option<i64>,
+}
+
+/// API tokens.
+#[derive(Debug, ToSchema)]
+pub struct ApiTokenList {
+    /// The tokens, without their secrets.
+    items: Vec<ApiToken>,
+}
+
 // ------------------------------------------------------------------ operations
 
 /// Liveness.
@@ -998,6 +1254,32 @@ pub struct DocsFilePath {
     file: String,
 }
 
+/// `{name}` of a user.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserPath {
+    /// The user's name.
+    #[param(example = "admin")]
+    name: String,
+}
+
+/// `{name}` of a role.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RolePath {
+    /// The role's name.
+    #[param(example = "viewer")]
+    name: String,
+}
+
+/// `{id}` of an API token or a binding.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct IdPath {
+    /// Its id, as listed.
+    id: String,
+}
+
 // ------------------------------------------------------------------ error responses
 
 /// The request could not be used: malformed JSON, an invalid query string, or fields that
@@ -1058,6 +1340,32 @@ pub struct UnsupportedMediaType(Problem);
     headers(("Retry-After" = u32, description = "Seconds to wait before retrying."))
 )]
 pub struct Unavailable(Problem);
+
+/// No valid credentials: none where the route needs them, or a malformed, forged, expired or
+/// revoked one, or a wrong user name or password.
+#[derive(Debug, ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"vexil\"`")),
+    example = json!({"type": "urn:vexil:problem:unauthenticated", "title": "Unauthenticated", "status": 401, "detail": "unauthenticated: the session token is not valid"})
+)]
+pub struct Unauthorized(Problem);
+
+/// Authenticated, but without the permission in that namespace.
+#[derive(Debug, ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    example = json!({"type": "urn:vexil:problem:forbidden", "title": "Forbidden", "status": 403, "detail": "forbidden: rbac:admin is required in namespace *"})
+)]
+pub struct Forbidden(Problem);
+
+/// Too many sign-in attempts for this user name or from this address; nothing was checked.
+#[derive(Debug, ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Seconds to wait before trying again."))
+)]
+pub struct TooManyRequests(Problem);
 
 #[cfg(test)]
 mod tests {
@@ -1321,6 +1629,154 @@ mod tests {
             "FieldError",
             &to_json(&p)["errors"][0],
             &to_json(&p)["errors"][0],
+        );
+    }
+
+    #[test]
+    fn documented_permissions_are_exactly_the_core_permissions() {
+        use vexil_core::identity::Permission as P;
+        for p in P::ALL {
+            // Exhaustive: a new permission does not compile until it is listed (and documented).
+            match p {
+                P::FlagRead
+                | P::FlagWrite
+                | P::ConfigRead
+                | P::ConfigWrite
+                | P::AuditRead
+                | P::RbacAdmin
+                | P::Evaluate => {}
+            }
+        }
+        assert_enum::<Permission, _>(&P::ALL);
+    }
+
+    fn actor() -> vexil_core::domain::Actor {
+        vexil_core::domain::Actor {
+            kind: "user".into(),
+            id: "admin".into(),
+        }
+    }
+
+    #[test]
+    fn documented_identity_resources_have_exactly_the_fields_the_handlers_return() {
+        use super::super::identity::{binding_view, role_view, token_view, user_view};
+        let user = vexil_core::identity::User {
+            name: "ana".into(),
+            display_name: "Ana".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            disabled: false,
+            version: 1,
+            created_at: 1,
+            updated_at: 1,
+            password_changed_at: 1,
+        };
+        let u = user_view(&user);
+        assert_mirrors::<User>("User", &u, &u);
+        assert!(u.get("passwordHash").is_none(), "{u}");
+
+        let mut token = vexil_core::identity::ApiToken {
+            id: "t1".into(),
+            name: "ci".into(),
+            digest: "ab".repeat(32),
+            role: "evaluator".into(),
+            namespace: "default".into(),
+            expires_at: Some(5),
+            created_at: 1,
+            created_by: actor(),
+        };
+        let full = token_view(&token);
+        token.expires_at = None;
+        let minimal = token_view(&token);
+        assert_mirrors::<ApiToken>("ApiToken", &full, &minimal);
+        assert!(!full.to_string().contains(&token.digest), "{full}");
+        let with_secret = |mut v: Value| {
+            v["token"] = json!("vx_secret");
+            v
+        };
+        assert_mirrors::<IssuedApiToken>(
+            "IssuedApiToken",
+            &with_secret(full.clone()),
+            &with_secret(minimal),
+        );
+        assert_mirrors::<Actor>("Actor", &full["createdBy"], &full["createdBy"]);
+
+        let role = vexil_service::RoleView {
+            role: vexil_core::identity::Role {
+                name: "ops".into(),
+                description: "x".into(),
+                permissions: [vexil_core::identity::Permission::FlagRead]
+                    .into_iter()
+                    .collect(),
+                version: 1,
+                created_at: 1,
+                updated_at: 1,
+            },
+            builtin: false,
+        };
+        let r = role_view(&role);
+        assert_mirrors::<Role>("Role", &r, &r);
+        assert_eq!(r["permissions"], json!(["flag:read"]));
+
+        let binding = vexil_core::identity::Binding {
+            id: "b1".into(),
+            subject: vexil_core::identity::Subject::User("ana".into()),
+            role: "viewer".into(),
+            namespace: "*".into(),
+            created_at: 1,
+            created_by: actor(),
+        };
+        let b = binding_view(&binding);
+        assert_mirrors::<Binding>("Binding", &b, &b);
+        assert_eq!(b["subject"], "user:ana");
+    }
+
+    /// `full` (every documented property) and `minimal` (only the required ones) are both
+    /// accepted by the service's input type `T`, and the schema names exactly `full`'s fields.
+    fn assert_input<S: PartialSchema, T: serde::de::DeserializeOwned>(
+        name: &str,
+        full: &Value,
+        minimal: &Value,
+    ) {
+        assert_mirrors::<S>(name, full, minimal);
+        let (_, required) = shape::<S>();
+        assert_eq!(
+            keys(minimal),
+            required,
+            "{name}: minimal is not the required set"
+        );
+        for v in [full, minimal] {
+            if let Err(e) = serde_json::from_value::<T>(v.clone()) {
+                panic!("{name}: {v} is documented but refused: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn documented_identity_inputs_are_what_the_service_accepts() {
+        assert_input::<UserInput, vexil_service::NewUser>(
+            "UserInput",
+            &json!({"name": "ana", "password": "long enough", "displayName": "Ana"}),
+            &json!({"name": "ana", "password": "long enough"}),
+        );
+        assert_input::<UserPatch, vexil_service::UserPatch>(
+            "UserPatch",
+            &json!({"displayName": "Ana", "password": "long enough", "disabled": true}),
+            &json!({}),
+        );
+        assert_input::<RoleInput, vexil_service::RoleInput>(
+            "RoleInput",
+            &json!({"name": "ops", "description": "x", "permissions": ["flag:read"]}),
+            &json!({"permissions": ["flag:read"]}),
+        );
+        assert_input::<BindingInput, vexil_service::NewBinding>(
+            "BindingInput",
+            &json!({"subject": "user:ana", "role": "viewer", "namespace": "*"}),
+            &json!({"subject": "user:ana", "role": "viewer", "namespace": "*"}),
+        );
+        assert_input::<ApiTokenInput, vexil_service::NewToken>(
+            "ApiTokenInput",
+            &json!({"name": "ci", "role": "evaluator", "namespace": "*", "expiresAt": 1}),
+            &json!({"name": "ci", "role": "evaluator", "namespace": "*"}),
         );
     }
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -57,6 +58,8 @@ pub struct WatchParams {
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 400, response = schema::BadRequest),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
         (status = 404, response = schema::NotFound),
         (status = 503, response = schema::Unavailable),
     )
@@ -66,11 +69,13 @@ pub async fn watch(
     Caller(p): Caller,
     Path(ns): Path<String>,
     Params(q): Params<WatchParams>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    // Check the namespace and the permission before upgrading, so errors are plain HTTP.
+    // Check the permission, then the namespace, before upgrading, so errors are plain HTTP and
+    // a caller without the permission learns nothing, not even that this is a WebSocket route.
     let pass = p.authorize(Permission::FlagRead, &ns)?;
     app.flags.get_namespace(&pass, &ns).await?;
+    let ws = ws.map_err(|e| ApiError(super::problem::Problem::bad_request(e.body_text())))?;
     let from = q.from_revision.unwrap_or(0);
     Ok(ws.on_upgrade(move |socket| stream(app, p, ns, from, socket)))
 }

@@ -203,7 +203,7 @@ async fn stored(s: &Server) -> Stored {
 /// A server holding one flag, `seed` (a boolean flag with targeting on `tier`), and what it
 /// stores at that point.
 async fn seeded() -> (Server, Stored) {
-    let s = Server::start();
+    let s = Server::start().await;
     let (status, body) = s.post(FLAGS, &bool_flag("seed")).await;
     assert_eq!(status, 201, "{body}");
     let before = stored(&s).await;

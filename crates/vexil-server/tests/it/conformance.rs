@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use vexil_testkit::testbed::{self, Fractional, Outcome, Request, Resolver};
 
-use crate::fixtures::{Server, client};
+use crate::fixtures::{Server, client_with_api_key};
 
 /// Resolves through `POST /ofrep/v1/evaluate/flags/{key}` from a blocking context.
 struct Ofrep {
@@ -65,8 +65,8 @@ impl Resolver for Ofrep {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_required_flagd_testbed_row_passes_over_ofrep() {
-    let v2 = Server::start();
-    let v3 = Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3"));
+    let v2 = Server::start().await;
+    let v3 = Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3")).await;
     let mut out = String::new();
     let mut failed = 0;
     for (i, suite) in testbed::suites().into_iter().enumerate() {
@@ -90,7 +90,8 @@ async fn every_required_flagd_testbed_row_passes_over_ofrep() {
         let mut resolver = Ofrep {
             base: server.process.base.clone(),
             namespace: ns,
-            http: client(),
+            // Evaluation as an SDK does it: an `evaluator` API token in `X-API-Key`.
+            http: client_with_api_key(&server.api_token("evaluator", "*").await),
             rt: tokio::runtime::Handle::current(),
         };
         let report = testbed::run(&suite, &mut resolver);

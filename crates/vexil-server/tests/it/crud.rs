@@ -8,7 +8,7 @@ use crate::fixtures::{Server, bool_flag, send};
 
 #[tokio::test]
 async fn a_flag_round_trips_through_create_read_update_evaluate_and_delete() {
-    let s = Server::start();
+    let s = Server::start().await;
     let (status, created) = s
         .post("/api/v1/namespaces/default/flags", &bool_flag("checkout"))
         .await;
@@ -92,7 +92,7 @@ async fn a_flag_round_trips_through_create_read_update_evaluate_and_delete() {
 
 #[tokio::test]
 async fn flags_survive_kill_9_and_restart() {
-    let mut s = Server::start();
+    let mut s = Server::start().await;
     for i in 0..20 {
         let (status, _) = s
             .post(
@@ -126,7 +126,7 @@ async fn flags_survive_kill_9_and_restart() {
 
 #[tokio::test]
 async fn two_concurrent_puts_with_the_same_if_match_let_exactly_one_win() {
-    let s = Server::start();
+    let s = Server::start().await;
     let (status, _) = s
         .post("/api/v1/namespaces/default/flags", &bool_flag("race"))
         .await;
@@ -158,7 +158,7 @@ async fn two_concurrent_puts_with_the_same_if_match_let_exactly_one_win() {
 
 #[tokio::test]
 async fn a_stale_if_match_is_rejected_with_412_and_changes_nothing() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("k"))
         .await;
     let (status, body) = s
@@ -176,7 +176,7 @@ async fn a_stale_if_match_is_rejected_with_412_and_changes_nothing() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let mut s = Server::start();
+    let mut s = Server::start().await;
     let (status, _) = s.get("/healthz").await;
     assert_eq!(status, 200);
     let exit = s.process.terminate(Duration::from_secs(15));
@@ -185,7 +185,7 @@ async fn sigterm_drains_and_exits_zero() {
 
 #[tokio::test]
 async fn readyz_reports_the_applied_revision() {
-    let s = Server::start();
+    let s = Server::start().await;
     let (_, before) = s.get("/readyz").await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("r"))
         .await;

@@ -150,11 +150,20 @@ fn grpc_host_port(s: &Server) -> (String, String) {
 
 /// Runs `program args…` in `dir`, killing it after [`CLIENT_TIMEOUT`]; returns its JSON lines
 /// after checking that it exited 0.
-async fn run_client(program: PathBuf, args: Vec<String>, dir: PathBuf) -> Vec<Value> {
+///
+/// The clients change a flag over REST as `admin` with `VEXIL_ADMIN_TOKEN`; the flagd providers
+/// themselves send no credentials, so the namespaces they read opt in to anonymous evaluation.
+async fn run_client(
+    program: PathBuf,
+    args: Vec<String>,
+    dir: PathBuf,
+    admin_token: String,
+) -> Vec<Value> {
     let what = format!("{} {}", program.display(), args.join(" "));
     let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(&program)
             .args(&args)
+            .env("VEXIL_ADMIN_TOKEN", &admin_token)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -217,19 +226,19 @@ async fn run_python(s: &Server, script: &str, selector: Option<&str>) -> Vec<Val
         s.process.base.clone(),
     ];
     args.extend(selector.map(str::to_owned));
-    run_client(python().to_path_buf(), args, repo_root()).await
+    run_client(python().to_path_buf(), args, repo_root(), s.token.clone()).await
 }
 
 async fn run_node(s: &Server, script: &str) -> Vec<Value> {
     let (host, port) = grpc_host_port(s);
     let dir = node_dir().to_path_buf();
     let args = vec![script.to_owned(), host, port, s.process.base.clone()];
-    run_client(PathBuf::from("node"), args, dir).await
+    run_client(PathBuf::from("node"), args, dir, s.token.clone()).await
 }
 
 /// A fresh server with [`FLAGD_FILE`] imported into `default`.
 async fn server_with_flags() -> Server {
-    let s = Server::start();
+    let s = Server::start().await;
     import(&s, "default", FLAGD_FILE).await;
     s
 }
@@ -239,8 +248,10 @@ async fn server_with_flags() -> Server {
 /// (`openfeature-flagd-core` 2) implements: an in-process provider buckets locally, so its
 /// splits agree with the server's own evaluations only when both run the same algorithm.
 /// (The server's default, v2, is what `@openfeature/flagd-core` 4 implements.)
-fn server_bucketing_like_python_in_process() -> Server {
-    Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3"))
+async fn server_bucketing_like_python_in_process() -> Server {
+    let s = Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3")).await;
+    s.open_anonymous_evaluation("default").await;
+    s
 }
 
 async fn import(s: &Server, ns: &str, doc: &str) {
@@ -248,6 +259,7 @@ async fn import(s: &Server, ns: &str, doc: &str) {
         let (status, body) = s.post("/api/v1/namespaces", &json!({"key": ns})).await;
         assert_eq!(status, 201, "{body}");
     }
+    s.open_anonymous_evaluation(ns).await;
     let (status, outcome) = send(
         s.http
             .post(s.url(&format!("/api/v1/namespaces/{ns}/import")))
@@ -403,7 +415,7 @@ async fn python_flagd_rpc_provider_evaluates_every_type_and_sees_changes_within_
 
 #[tokio::test]
 async fn python_flagd_in_process_provider_syncs_every_type_and_sees_changes_within_a_second() {
-    let s = server_bucketing_like_python_in_process();
+    let s = server_bucketing_like_python_in_process().await;
     import(&s, "default", FLAGD_FILE).await;
     let lines = run_python(&s, "flagd_in_process_client.py", None).await;
     // The provider evaluates the synced JSON document itself: integers stay integers.
@@ -472,7 +484,7 @@ async fn node_flagd_rpc_provider_evaluates_every_type_and_sees_changes_within_a_
 /// with its evaluation context applied: `default` holds a decoy that answers differently.
 #[tokio::test]
 async fn python_flagd_providers_read_the_namespace_their_selector_names() {
-    let s = server_bucketing_like_python_in_process();
+    let s = server_bucketing_like_python_in_process().await;
     let mut decoy: Value = serde_json::from_str(FLAGD_FILE).expect("flagd file");
     for (key, variant) in [
         ("fl-bool", "off"),
@@ -492,7 +504,7 @@ async fn python_flagd_providers_read_the_namespace_their_selector_names() {
     let (status, body) = s
         .put(
             "/api/v1/namespaces/edge",
-            &json!({"key": "edge", "evaluationContext": {"plan": "max"}}),
+            &json!({"key": "edge", "evaluationContext": {"plan": "max"}, "anonymousEvaluation": true}),
             None,
         )
         .await;

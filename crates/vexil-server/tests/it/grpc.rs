@@ -12,15 +12,10 @@ use vexil_testkit::testbed::{self, FlagType, Fractional, Outcome, Request, Resol
 
 use crate::fixtures::{Server, bool_flag};
 
-type V2Client = v2::service_client::ServiceClient<tonic::transport::Channel>;
+type V2Client = v2::service_client::ServiceClient<crate::fixtures::AuthChannel>;
 
 async fn v2_client(s: &Server) -> V2Client {
-    let addr = s
-        .process
-        .grpc
-        .clone()
-        .expect("the server logged its gRPC address");
-    V2Client::connect(addr).await.expect("gRPC connect")
+    V2Client::new(s.grpc_channel().await)
 }
 
 fn with_ns<T>(msg: T, ns: &str) -> tonic::Request<T> {
@@ -114,8 +109,8 @@ impl Resolver for FlagdV2 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_required_flagd_testbed_row_passes_over_flagd_evaluation_v2() {
-    let v2s = Server::start();
-    let v3s = Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3"));
+    let v2s = Server::start().await;
+    let v3s = Server::start_with(|o| o.env("VEXIL_FRACTIONAL", "v3")).await;
     let mut out = String::new();
     let mut failed = 0;
     for (i, suite) in testbed::suites().into_iter().enumerate() {
@@ -148,7 +143,7 @@ async fn every_required_flagd_testbed_row_passes_over_flagd_evaluation_v2() {
 
 #[tokio::test]
 async fn event_stream_sends_ready_then_a_change_naming_the_flag() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("watched"))
         .await;
     let mut c = v2_client(&s).await;
@@ -185,7 +180,7 @@ async fn event_stream_sends_ready_then_a_change_naming_the_flag() {
 
 #[tokio::test]
 async fn disabled_flags_leave_value_and_variant_unset_in_v2() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("off"))
         .await;
     s.post("/api/v1/namespaces/default/flags/off/disable", &json!({}))
@@ -207,13 +202,10 @@ async fn disabled_flags_leave_value_and_variant_unset_in_v2() {
 
 #[tokio::test]
 async fn sync_streams_the_namespace_and_a_new_document_after_each_change() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("synced"))
         .await;
-    let addr = s.process.grpc.clone().expect("grpc address");
-    let mut c = sync::flag_sync_service_client::FlagSyncServiceClient::connect(addr)
-        .await
-        .expect("connect");
+    let mut c = sync::flag_sync_service_client::FlagSyncServiceClient::new(s.grpc_channel().await);
     let mut stream = c
         .sync_flags(sync::SyncFlagsRequest::default())
         .await
@@ -248,7 +240,7 @@ async fn sync_streams_the_namespace_and_a_new_document_after_each_change() {
 
 #[tokio::test]
 async fn an_unknown_selector_is_not_found() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = v2_client(&s).await;
     let err = c
         .resolve_boolean(with_ns(

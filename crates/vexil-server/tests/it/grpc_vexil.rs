@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tonic::Code;
 use tonic::transport::Channel;
+
+use crate::fixtures::AuthChannel;
 use vexil_proto::vexil::v1 as pb;
 use vexil_server::grpc::convert;
 
@@ -22,25 +24,16 @@ use pb::watch_service_client::WatchServiceClient;
 /// One client per `vexil.v1` service, over one connection.
 #[derive(Clone)]
 struct Clients {
-    namespaces: NamespaceServiceClient<Channel>,
-    flags: FlagServiceClient<Channel>,
-    segments: SegmentServiceClient<Channel>,
-    import_export: ImportExportServiceClient<Channel>,
-    evaluation: EvaluationServiceClient<Channel>,
-    watch: WatchServiceClient<Channel>,
+    namespaces: NamespaceServiceClient<AuthChannel>,
+    flags: FlagServiceClient<AuthChannel>,
+    segments: SegmentServiceClient<AuthChannel>,
+    import_export: ImportExportServiceClient<AuthChannel>,
+    evaluation: EvaluationServiceClient<AuthChannel>,
+    watch: WatchServiceClient<AuthChannel>,
 }
 
 async fn clients(s: &Server) -> Clients {
-    let addr = s
-        .process
-        .grpc
-        .clone()
-        .expect("the server logged its gRPC address");
-    let ch = Channel::from_shared(addr)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("gRPC connect");
+    let ch = s.grpc_channel().await;
     Clients {
         namespaces: NamespaceServiceClient::new(ch.clone()),
         flags: FlagServiceClient::new(ch.clone()),
@@ -146,6 +139,10 @@ fn namespace_message(v: &Value) -> pb::Namespace {
         name: str_of(v, "name"),
         description: str_of(v, "description"),
         evaluation_context: v.get("evaluationContext").map(to_struct),
+        anonymous_evaluation: v
+            .get("anonymousEvaluation")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         ..pb::Namespace::default()
     }
 }
@@ -154,6 +151,7 @@ fn namespace_json(n: &pb::Namespace) -> Value {
     json!({
         "key": n.key, "name": n.name, "description": n.description,
         "evaluationContext": from_struct(n.evaluation_context.as_ref()),
+        "anonymousEvaluation": n.anonymous_evaluation,
         "version": n.version, "createdAt": n.created_at_ms, "updatedAt": n.updated_at_ms,
     })
 }
@@ -207,7 +205,7 @@ const TIMES: &[&str] = &["createdAt", "updatedAt"];
 async fn every_vexil_v1_service_reports_serving_over_grpc_health() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    let s = Server::start();
+    let s = Server::start().await;
     let addr = s.process.grpc.clone().expect("gRPC address");
     let channel = Channel::from_shared(addr)
         .expect("uri")
@@ -237,7 +235,7 @@ async fn every_vexil_v1_service_reports_serving_over_grpc_health() {
 
 #[tokio::test]
 async fn namespaces_are_created_read_listed_updated_and_deleted_over_grpc() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     let created = c
         .namespaces
@@ -333,7 +331,7 @@ async fn namespaces_are_created_read_listed_updated_and_deleted_over_grpc() {
 
 #[tokio::test]
 async fn a_flag_goes_through_its_whole_life_over_grpc() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     let created = c
         .flags
@@ -349,7 +347,8 @@ async fn a_flag_goes_through_its_whole_life_over_grpc() {
         (created.version, created.namespace.as_str()),
         (1, "default")
     );
-    assert_eq!(created.created_by, "anonymous");
+    // The signed-in user is recorded as the author.
+    assert_eq!(created.created_by, "admin");
 
     // The namespace may also come from the x-vexil-namespace metadata.
     let mut get = tonic::Request::new(pb::GetFlagRequest {
@@ -525,7 +524,7 @@ async fn a_flag_goes_through_its_whole_life_over_grpc() {
 
 #[tokio::test]
 async fn segments_are_created_read_listed_updated_and_deleted_over_grpc() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     let rule = json!({"in": ["@example.com", {"var": "email"}]});
     let created = c
@@ -641,7 +640,7 @@ async fn segments_are_created_read_listed_updated_and_deleted_over_grpc() {
 
 #[tokio::test]
 async fn flagd_documents_import_and_export_over_grpc_as_over_rest() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     let doc = json!({
         "flags": {
@@ -760,7 +759,7 @@ async fn flagd_documents_import_and_export_over_grpc_as_over_rest() {
 
 #[tokio::test]
 async fn evaluate_evaluate_all_and_explain_answer_over_grpc_as_rest_does() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     let (status, body) = s
         .post(
@@ -912,7 +911,7 @@ async fn next_event(
 
 #[tokio::test]
 async fn watch_sends_a_snapshot_then_a_change_made_over_rest_within_a_second() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("watched"))
         .await;
@@ -973,7 +972,7 @@ async fn watch_sends_a_snapshot_then_a_change_made_over_rest_within_a_second() {
 
 #[tokio::test]
 async fn watch_from_a_revision_replays_only_what_came_after_it_in_order() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("a"))
         .await;
@@ -1037,7 +1036,7 @@ async fn watch_from_a_revision_replays_only_what_came_after_it_in_order() {
 
 #[tokio::test]
 async fn an_unknown_field_or_an_invalid_flag_over_grpc_is_invalid_argument_naming_the_field() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     c.flags
         .create_flag(pb::CreateFlagRequest {
@@ -1164,7 +1163,7 @@ async fn an_unknown_field_or_an_invalid_flag_over_grpc_is_invalid_argument_namin
 
 #[tokio::test]
 async fn a_stale_expected_version_over_grpc_is_failed_precondition_and_changes_nothing() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut c = clients(&s).await;
     c.flags
         .create_flag(pb::CreateFlagRequest {
@@ -1585,6 +1584,15 @@ async fn observe(s: &Server) -> Value {
     }
     let (status, mut audit) = s.get("/api/v1/audit?limit=1000").await;
     assert_eq!(status, 200, "{audit}");
+    // The admin bootstrap binding carries a random id on each server; its key is that id.
+    for e in audit["items"].as_array_mut().into_iter().flatten() {
+        if e["kind"] == "binding" {
+            strip(e, &["key"]);
+            if let Some(after) = e.get_mut("after") {
+                strip(after, &["id"]);
+            }
+        }
+    }
     for e in audit["items"].as_array_mut().into_iter().flatten() {
         strip(
             e,
@@ -1609,8 +1617,8 @@ async fn observe(s: &Server) -> Value {
 
 #[tokio::test]
 async fn the_same_operations_over_rest_and_grpc_leave_identical_state_and_audit() {
-    let rest_server = Server::start();
-    let grpc_server = Server::start();
+    let rest_server = Server::start().await;
+    let grpc_server = Server::start().await;
     let mut c = clients(&grpc_server).await;
 
     let mut rest_outcomes = Vec::new();
@@ -1664,6 +1672,8 @@ async fn the_same_operations_over_rest_and_grpc_leave_identical_state_and_audit(
         actions,
         [
             "namespace.create", // default, by the server at start-up
+            "user.create",      // the admin user, at first start
+            "binding.create",   // admin in `*`
             "namespace.create",
             "segment.create",
             "flag.create",
@@ -1685,7 +1695,8 @@ async fn the_same_operations_over_rest_and_grpc_leave_identical_state_and_audit(
         .as_array()
         .map(|a| a.iter().map(|e| e["actor"].clone()).collect())
         .unwrap_or_default();
-    assert_eq!(actors[1], json!({"kind": "anonymous", "id": "anonymous"}));
+    // Both transports record the signed-in user (each server's own `admin` session).
+    assert_eq!(actors[3], json!({"kind": "user", "id": "admin"}));
     assert_eq!(
         rest["namespaces"]["items"][1]["evaluationContext"],
         json!({"region": "eu"})
@@ -1694,7 +1705,7 @@ async fn the_same_operations_over_rest_and_grpc_leave_identical_state_and_audit(
 
 #[tokio::test]
 async fn the_audit_log_over_grpc_is_the_one_rest_serves() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post(
         "/api/v1/namespaces/default/flags",
         &crate::fixtures::bool_flag("audited"),
@@ -1705,13 +1716,7 @@ async fn the_audit_log_over_grpc_is_the_one_rest_serves() {
         &json!({}),
     )
     .await;
-    let addr = s.process.grpc.clone().expect("gRPC address");
-    let channel = Channel::from_shared(addr)
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut audit = pb::audit_service_client::AuditServiceClient::new(channel);
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(s.grpc_channel().await);
     let events = audit
         .list_audit(pb::ListAuditRequest {
             namespace: "default".into(),

@@ -3,13 +3,16 @@
 
 mod fixtures;
 
+mod auth;
 mod bad_input;
 mod conformance;
 mod crud;
 mod flagd_clients;
 mod grpc;
+mod grpc_identity;
 mod grpc_vexil;
 mod openapi;
 mod postgres_mode;
 mod python_client;
+mod rbac_matrix;
 mod watch;

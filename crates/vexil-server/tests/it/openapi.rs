@@ -242,7 +242,7 @@ fn every_operation_has_a_unique_id_a_tag_and_its_error_responses() {
 async fn every_route_the_server_answers_is_in_the_document_and_every_documented_one_is_served() {
     let doc = generated();
     let documented = operations(&doc);
-    let s = Server::start();
+    let s = Server::start().await;
 
     // Documented → served, and no other method on a documented path.
     let mut failures = Vec::new();
@@ -280,7 +280,7 @@ async fn every_route_the_server_answers_is_in_the_document_and_every_documented_
 
 #[tokio::test]
 async fn get_openapi_json_serves_the_checked_in_openapi_3_1_document() {
-    let s = Server::start();
+    let s = Server::start().await;
     let resp = s
         .http
         .get(s.url("/api/v1/openapi.json"))
@@ -316,7 +316,7 @@ async fn get_openapi_json_serves_the_checked_in_openapi_3_1_document() {
 
 #[tokio::test]
 async fn docs_serves_swagger_ui_reading_the_served_document() {
-    let s = Server::start();
+    let s = Server::start().await;
     // `/docs` redirects to `/docs/` (the client follows it).
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

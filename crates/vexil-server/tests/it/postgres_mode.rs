@@ -15,9 +15,12 @@ use crate::fixtures::{Server, bool_flag, send};
 const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// A server in the postgres mode on the database at `url`.
-fn replica(url: &str) -> Server {
-    Server::start_with(|o| o.env("DB_URL", url))
+async fn replica(url: &str) -> Server {
+    Server::start_with(|o| o.env("DB_URL", url).env("JWT_SECRET", SHARED_JWT_SECRET)).await
 }
+
+/// Replicas must share the session signing key (it is required with DB_URL).
+const SHARED_JWT_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
 
 async fn ofrep(s: &Server, key: &str, context: Value) -> (u16, Value) {
     s.post(
@@ -52,7 +55,7 @@ async fn await_evaluation(
 #[tokio::test]
 async fn a_flag_round_trips_through_crud_and_ofrep_in_the_postgres_mode() {
     let (url, db) = fresh_database().await;
-    let s = replica(&url);
+    let s = replica(&url).await;
     assert!(
         s.process
             .logs()
@@ -138,8 +141,8 @@ async fn a_flag_round_trips_through_crud_and_ofrep_in_the_postgres_mode() {
 #[tokio::test]
 async fn a_second_replica_on_the_same_database_serves_the_first_ones_writes_within_a_second() {
     let (url, db) = fresh_database().await;
-    let a = replica(&url);
-    let b = replica(&url);
+    let a = replica(&url).await;
+    let b = replica(&url).await;
     let gold = json!({"targetingKey": "u1", "tier": "gold"});
     let (status, r) = ofrep(&b, "banner", gold.clone()).await;
     assert_eq!(

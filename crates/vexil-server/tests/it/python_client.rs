@@ -95,8 +95,10 @@ fn python() -> &'static Path {
     })
 }
 
-/// Runs the client script against `base`; returns its JSON lines (after checking it exited 0).
-async fn run_client(base: &str) -> Vec<Value> {
+/// Runs the client script against `base` with the API token `token` (sent as OFREP's
+/// `X-API-Key`); returns its JSON lines (after checking it exited 0).
+async fn run_client(base: &str, token: &str) -> Vec<Value> {
+    let token = token.to_owned();
     let python = python().to_path_buf();
     let script = repo_root().join("tests/python/ofrep_client.py");
     let base = base.to_owned();
@@ -104,6 +106,7 @@ async fn run_client(base: &str) -> Vec<Value> {
         Command::new(python)
             .arg(script)
             .arg(base)
+            .env("VEXIL_TOKEN", token)
             .output()
             .expect("cannot run the Python client")
     })
@@ -124,7 +127,7 @@ async fn run_client(base: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_openfeature_python_sdk_resolves_every_flag_type_over_ofrep() {
-    let s = Server::start();
+    let s = Server::start().await;
     let (status, outcome) = send(
         s.http
             .post(s.url("/api/v1/namespaces/default/import"))
@@ -136,7 +139,9 @@ async fn the_openfeature_python_sdk_resolves_every_flag_type_over_ofrep() {
     assert_eq!(outcome["diff"]["added"].as_array().map(Vec::len), Some(7));
     assert_eq!(outcome["warnings"], json!([]));
 
-    let lines = run_client(&s.process.base).await;
+    // An SDK's credential: an `evaluator` token for this namespace, nothing more.
+    let token = s.api_token("evaluator", "default").await;
+    let lines = run_client(&s.process.base, &token).await;
     // (flag, value, reason, variant), in the script's order.
     let expected = [
         ("py-bool", json!(true), "STATIC", "on"),
@@ -172,7 +177,7 @@ async fn the_openfeature_python_sdk_resolves_every_flag_type_over_ofrep() {
 
 #[tokio::test]
 async fn ofrep_writes_floats_with_a_decimal_point_and_always_sends_a_variant() {
-    let s = Server::start();
+    let s = Server::start().await;
     let (status, outcome) = send(
         s.http
             .post(s.url("/api/v1/namespaces/default/import"))

@@ -16,10 +16,21 @@ async fn connect(s: &Server, query: &str) -> Ws {
         "{}/api/v1/namespaces/default/watch{query}",
         s.process.base.replace("http://", "ws://")
     );
-    tokio_tungstenite::connect_async(url)
+    tokio_tungstenite::connect_async(authed(s, &url))
         .await
         .expect("websocket connect")
         .0
+}
+
+/// A WebSocket handshake request carrying the admin session.
+fn authed(s: &Server, url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("ws url");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", s.token).parse().expect("header"),
+    );
+    req
 }
 
 /// The next JSON text frame, within 5 s.
@@ -39,7 +50,7 @@ async fn next_json(ws: &mut Ws) -> Value {
 
 #[tokio::test]
 async fn a_watcher_gets_a_snapshot_then_each_change_in_revision_order() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("before"))
         .await;
     let mut ws = connect(&s, "").await;
@@ -69,7 +80,7 @@ async fn a_watcher_gets_a_snapshot_then_each_change_in_revision_order() {
 
 #[tokio::test]
 async fn a_watcher_resuming_from_a_revision_gets_what_it_missed_and_nothing_before() {
-    let s = Server::start();
+    let s = Server::start().await;
     s.post("/api/v1/namespaces/default/flags", &bool_flag("one"))
         .await;
     let (_, ready) = s.get("/readyz").await;
@@ -92,7 +103,7 @@ async fn a_watcher_resuming_from_a_revision_gets_what_it_missed_and_nothing_befo
 
 #[tokio::test]
 async fn client_pings_are_answered_with_pongs() {
-    let s = Server::start();
+    let s = Server::start().await;
     let mut ws = connect(&s, "").await;
     next_json(&mut ws).await;
     ws.send(Message::Ping(vec![1, 2, 3].into()))
@@ -116,12 +127,12 @@ async fn client_pings_are_answered_with_pongs() {
 
 #[tokio::test]
 async fn watching_an_unknown_namespace_is_a_404_before_any_upgrade() {
-    let s = Server::start();
+    let s = Server::start().await;
     let url = format!(
         "{}/api/v1/namespaces/nope/watch",
         s.process.base.replace("http://", "ws://")
     );
-    let err = tokio_tungstenite::connect_async(url)
+    let err = tokio_tungstenite::connect_async(authed(&s, &url))
         .await
         .expect_err("refused");
     match err {

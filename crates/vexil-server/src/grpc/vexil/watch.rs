@@ -199,7 +199,7 @@ impl pb::watch_service_server::WatchService for VexilApi {
         let r = req.get_ref();
         let ns = namespace(&req, &r.namespace);
         let from = r.from_revision;
-        let p = caller(&req);
+        let p = caller(&self.0, &req)?;
         // Subscribe before reading, so a commit after the read always wakes the follower.
         let applied = self.0.flags.cache().subscribe();
         // An unknown namespace fails the call itself, not the stream.
