@@ -265,6 +265,9 @@ struct Inner {
     store: Arc<dyn IdentityStore>,
     cache: SnapshotCache,
     snapshot: ArcSwap<Snapshot>,
+    /// Bumped whenever a new snapshot is swapped in, so long-lived streams can re-check their
+    /// caller ([`IdentityService::revoked`]).
+    reloaded: tokio::sync::watch::Sender<u64>,
     config: AuthConfig,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -454,6 +457,7 @@ impl IdentityService {
                 by_ip: RateLimiter::keyed(quota(config.login_ip_burst, config.login_ip_period)),
                 store,
                 cache,
+                reloaded: tokio::sync::watch::Sender::new(state.revision),
                 snapshot: ArcSwap::from_pointee(Snapshot::build(state)),
                 config,
                 dummy_hash,
@@ -482,7 +486,9 @@ impl IdentityService {
         let state = self.inner.store.load_identity().await?;
         // Never go backwards: a slow load may finish after a newer one.
         if state.revision >= self.applied() {
+            let revision = state.revision;
             self.inner.snapshot.store(Arc::new(Snapshot::build(state)));
+            self.inner.reloaded.send_replace(revision);
         }
         Ok(())
     }
@@ -509,6 +515,60 @@ impl IdentityService {
     }
 
     // ------------------------------------------------------------------ authentication
+
+    /// Whether `principal`'s credential and grants, as the current identity state has them,
+    /// still allow `permission` in `namespace`: the token still exists and has not expired, the
+    /// user still exists and is enabled, and its bindings still grant it. System and anonymous
+    /// principals are always current (anonymous access is re-checked against the namespace by
+    /// `authorize` itself).
+    pub fn still_allows(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+        namespace: &str,
+    ) -> bool {
+        let Some(subject) = principal.subject() else {
+            return true;
+        };
+        let snap = self.snap();
+        let grants = match subject {
+            Subject::Token(id) => snap
+                .tokens
+                .values()
+                .find(|(t, _)| &t.id == id)
+                .filter(|(t, _)| t.expires_at.is_none_or(|at| at > now_millis()))
+                .map(|(_, g)| g.clone()),
+            Subject::User(name) => snap
+                .users
+                .get(name)
+                .filter(|(u, _)| !u.disabled)
+                .map(|(_, g)| g.clone()),
+        };
+        grants.is_some_and(|g| g.allows(permission, namespace))
+    }
+
+    /// Resolves once `principal` may no longer do `permission` in `namespace` (token revoked
+    /// or expired, user deleted or disabled, binding removed): long-lived streams select on
+    /// it and end, so a revocation reaches open streams as fast as new requests (within the
+    /// identity poll interval). Never resolves for a principal that stays allowed.
+    pub async fn revoked(&self, principal: Principal, permission: Permission, namespace: String) {
+        let mut rx = self.inner.reloaded.subscribe();
+        // Expiry needs no reload, so re-check on a slow tick too.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if !self.still_allows(&principal, permission, &namespace) {
+                return;
+            }
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ = tick.tick() => {}
+            }
+        }
+    }
 
     /// Resolves a caller. No credential gives the anonymous principal, which may only evaluate
     /// in namespaces that opted in; anything presented must be valid.
@@ -1533,4 +1593,233 @@ fn builtin_view(name: &str) -> Option<RoleView> {
         },
         builtin: true,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use vexil_core::FractionalVersion;
+    use vexil_store::sqlite::SqliteStore;
+
+    use super::*;
+
+    const SECRET: &[u8] = b"unit-test-secret-0123456789abcdef";
+
+    async fn service() -> IdentityService {
+        let store = Arc::new(SqliteStore::open_in_memory().await.expect("store"));
+        let cache = SnapshotCache::load(&*store, FractionalVersion::V2)
+            .await
+            .expect("cache");
+        let ids = IdentityService::load(
+            store,
+            cache,
+            AuthConfig::new(SECRET.to_vec()).expect("config"),
+        )
+        .await
+        .expect("service");
+        ids.bootstrap_admin(Some("admin-password"))
+            .await
+            .expect("bootstrap");
+        ids
+    }
+
+    fn meta() -> RequestMeta {
+        RequestMeta {
+            request_id: None,
+            source_ip: Some("127.0.0.1".into()),
+        }
+    }
+
+    async fn admin(ids: &IdentityService) -> Principal {
+        let session = ids
+            .login("admin", "admin-password", meta())
+            .await
+            .expect("login");
+        ids.authenticate(Credential::Bearer(&session.token), meta())
+            .expect("session")
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        assert!(AuthConfig::new(b"too short".to_vec()).is_err());
+        assert!(AuthConfig::new(vec![7; MIN_JWT_SECRET_LEN]).is_ok());
+    }
+
+    #[test]
+    fn credentials_never_show_their_secret_in_debug_output() {
+        let shown = format!(
+            "{:?} {:?}",
+            Credential::Bearer("vx_secret"),
+            Credential::ApiKey("k3y")
+        );
+        assert!(
+            !shown.contains("vx_secret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_and_an_unknown_user_get_the_same_answer() {
+        let ids = service().await;
+        let wrong = ids
+            .login("admin", "nope-nope", meta())
+            .await
+            .expect_err("wrong");
+        let unknown = ids
+            .login("ghost", "nope-nope", meta())
+            .await
+            .expect_err("unknown");
+        assert_eq!(wrong, unknown);
+        assert!(matches!(wrong, ServiceError::Unauthenticated { .. }));
+    }
+
+    #[tokio::test]
+    async fn the_bootstrap_happens_once() {
+        let ids = service().await;
+        assert_eq!(ids.bootstrap_admin(None).await.expect("second"), None);
+        let p = admin(&ids).await;
+        let pass = p
+            .authorize(Permission::RbacAdmin, ALL_NAMESPACES)
+            .expect("admin");
+        assert_eq!(ids.list_users(&pass).expect("users").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_authenticates_until_it_is_revoked_and_never_beyond_its_role() {
+        let ids = service().await;
+        let p = admin(&ids).await;
+        let pass = p.authorize(Permission::RbacAdmin, "prod").expect("admin");
+        let (token, secret) = ids
+            .create_token(
+                &pass,
+                NewToken {
+                    name: "sdk".into(),
+                    role: "evaluator".into(),
+                    namespace: "prod".into(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .expect("token");
+        assert!(secret.starts_with(TOKEN_PREFIX));
+        assert_ne!(token.digest, secret, "only the digest is kept");
+        let sdk = ids
+            .authenticate(Credential::ApiKey(&secret), meta())
+            .expect("token");
+        assert!(sdk.allows(Permission::Evaluate, "prod"));
+        assert!(!sdk.allows(Permission::Evaluate, "staging"));
+        assert!(matches!(
+            sdk.authorize(Permission::FlagRead, "prod"),
+            Err(ServiceError::Forbidden { .. })
+        ));
+        ids.revoke_token(&pass, &token.id).await.expect("revoke");
+        assert!(
+            ids.authenticate(Credential::ApiKey(&secret), meta())
+                .is_err()
+        );
+        assert!(!ids.still_allows(&sdk, Permission::Evaluate, "prod"));
+    }
+
+    #[tokio::test]
+    async fn an_expired_token_is_refused() {
+        let ids = service().await;
+        let p = admin(&ids).await;
+        let pass = p
+            .authorize(Permission::RbacAdmin, ALL_NAMESPACES)
+            .expect("admin");
+        let soon = now_millis() + 50;
+        let (_, secret) = ids
+            .create_token(
+                &pass,
+                NewToken {
+                    name: "short".into(),
+                    role: "viewer".into(),
+                    namespace: ALL_NAMESPACES.into(),
+                    expires_at: Some(soon),
+                },
+            )
+            .await
+            .expect("token");
+        while now_millis() <= soon {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            ids.authenticate(Credential::Bearer(&secret), meta()),
+            Err(ServiceError::Unauthenticated { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn nobody_hands_out_more_than_they_hold() {
+        let ids = service().await;
+        let p = admin(&ids).await;
+        let all = p
+            .authorize(Permission::RbacAdmin, ALL_NAMESPACES)
+            .expect("admin");
+        ids.create_user(
+            &all,
+            NewUser {
+                name: "ed".into(),
+                password: "ed-password".into(),
+                display_name: String::new(),
+            },
+        )
+        .await
+        .expect("user");
+        ids.put_role(
+            &all,
+            None,
+            RoleInput {
+                name: "ns-admin".into(),
+                description: String::new(),
+                permissions: vec!["rbac:admin".into(), "evaluate".into()],
+            },
+            None,
+        )
+        .await
+        .expect("role");
+        ids.create_binding(
+            &all,
+            NewBinding {
+                subject: "user:ed".into(),
+                role: "ns-admin".into(),
+                namespace: "prod".into(),
+            },
+        )
+        .await
+        .expect("binding");
+        let session = ids.login("ed", "ed-password", meta()).await.expect("ed");
+        let ed = ids
+            .authenticate(Credential::Bearer(&session.token), meta())
+            .expect("ed");
+        let pass = ed
+            .authorize(Permission::RbacAdmin, "prod")
+            .expect("ns admin");
+        let escalate = ids
+            .create_token(
+                &pass,
+                NewToken {
+                    name: "x".into(),
+                    role: "editor".into(),
+                    namespace: "prod".into(),
+                    expires_at: None,
+                },
+            )
+            .await;
+        assert!(
+            matches!(escalate, Err(ServiceError::Forbidden { .. })),
+            "{escalate:?}"
+        );
+        let ok = ids
+            .create_token(
+                &pass,
+                NewToken {
+                    name: "sdk".into(),
+                    role: "evaluator".into(),
+                    namespace: "prod".into(),
+                    expires_at: None,
+                },
+            )
+            .await;
+        assert!(ok.is_ok(), "{ok:?}");
+    }
 }

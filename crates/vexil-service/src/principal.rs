@@ -240,13 +240,16 @@ impl Pass<'_> {
     }
 
     /// Fails unless this pass grants `permission` in `namespace`: a pass for one namespace or
-    /// permission cannot be reused for another, and a listing pass for nothing but a listing.
+    /// permission cannot be reused for another (a `*` pass covers every namespace), and a
+    /// listing pass serves nothing but a listing.
     pub(crate) fn require(
         &self,
         permission: Permission,
         namespace: &str,
     ) -> Result<(), ServiceError> {
-        if self.permission == permission && self.namespace == namespace && !self.listing {
+        // A full pass for `*` was checked against every namespace, so it covers each one.
+        let scope_ok = self.namespace == namespace || self.namespace == ALL_NAMESPACES;
+        if self.permission == permission && scope_ok && !self.listing {
             Ok(())
         } else {
             self.misuse(permission, namespace)

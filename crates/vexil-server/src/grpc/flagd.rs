@@ -48,6 +48,9 @@ pub fn namespace<T>(req: &Request<T>, field: Option<&str>) -> String {
         .to_owned()
 }
 
+/// Why a stream ended when its caller lost access mid-stream.
+pub const REVOKED: &str = "the credential of this stream was revoked or no longer grants access";
+
 /// The authenticated caller: `authorization: Bearer <jwt or vx_ token>` or `x-api-key: vx_…`
 /// metadata; none gives the anonymous principal. A credential that is present but invalid is
 /// refused here with UNAUTHENTICATED, whatever the method.
@@ -162,9 +165,17 @@ fn event_stream<T: Send + 'static>(
         }
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
         keep_alive.tick().await;
+        let revoked = app
+            .identity
+            .revoked(principal.clone(), Permission::Evaluate, ns.clone());
+        tokio::pin!(revoked);
         loop {
             tokio::select! {
                 () = tx.closed() => return,
+                () = &mut revoked => {
+                    let _ = tx.send(Err(Status::unauthenticated(REVOKED))).await;
+                    return;
+                }
                 _ = keep_alive.tick() => {
                     if tx.send(Ok(make("keep_alive", None))).await.is_err() {
                         return;
@@ -520,9 +531,17 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
                 return;
             }
             let mut applied = app.flags.cache().subscribe();
+            let revoked = app
+                .identity
+                .revoked(p.clone(), Permission::Evaluate, ns.clone());
+            tokio::pin!(revoked);
             loop {
                 tokio::select! {
                     () = tx.closed() => return,
+                    () = &mut revoked => {
+                        let _ = tx.send(Err(Status::unauthenticated(REVOKED))).await;
+                        return;
+                    }
                     changed = applied.changed() => {
                         if changed.is_err() {
                             return;

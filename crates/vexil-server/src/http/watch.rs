@@ -35,6 +35,10 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Close code for a consumer that falls behind.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 
+/// Close code when the watcher's credential is revoked, expires, or loses the permission
+/// mid-stream (4000-4999 are for applications; 4401 echoes HTTP 401).
+pub const CLOSE_REVOKED: u16 = 4401;
+
 /// Changes read per batch; bounds the memory one stream can hold.
 const BATCH: usize = 1_000;
 
@@ -140,6 +144,10 @@ async fn stream(
     }
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let revoked = app
+        .identity
+        .revoked(principal.clone(), Permission::FlagRead, ns.clone());
+    tokio::pin!(revoked);
     loop {
         // Send everything committed since `seen`, in batches that never split a commit.
         loop {
@@ -170,6 +178,14 @@ async fn stream(
             seen = last;
         }
         tokio::select! {
+            () = &mut revoked => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: CLOSE_REVOKED,
+                    reason: Utf8Bytes::from_static("credential revoked"),
+                }));
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(close)).await;
+                return;
+            }
             changed = applied.changed() => {
                 if changed.is_err() {
                     return;

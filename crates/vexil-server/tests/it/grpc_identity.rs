@@ -175,3 +175,43 @@ async fn a_garbage_bearer_is_refused_on_every_grpc_service_even_where_anonymous_
         .expect_err("unknown api token");
     assert_eq!(err.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn an_open_event_stream_ends_unauthenticated_when_its_token_is_revoked() {
+    let s = Server::start().await;
+    let secret = s.api_token("evaluator", "default").await;
+    let (_, tokens) = s.get("/api/v1/tokens").await;
+    let id = tokens["items"][0]["id"]
+        .as_str()
+        .expect("token id")
+        .to_owned();
+    let mut eval = evaluator(s.grpc_channel_with(&secret).await).await;
+    let mut stream = eval
+        .event_stream(v2::EventStreamRequest::default())
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let ready = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an event");
+    assert_eq!(ready.r#type, "provider_ready");
+
+    let (status, _) = s.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(status, 204);
+    let start = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within 2 s of the revocation");
+    let err = end.expect_err("ended with a status");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
+    eprintln!("stream ended {:?} after the revocation", start.elapsed());
+}

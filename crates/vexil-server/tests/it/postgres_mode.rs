@@ -205,3 +205,70 @@ async fn a_second_replica_on_the_same_database_serves_the_first_ones_writes_with
     drop((a, b));
     drop(db);
 }
+
+#[tokio::test]
+async fn a_token_revoked_on_one_replica_is_refused_by_the_other_within_a_second() {
+    let (url, db) = fresh_database().await;
+    let a = replica(&url).await;
+    let b = replica(&url).await;
+    let (status, _) = a
+        .post("/api/v1/namespaces/default/flags", &bool_flag("banner"))
+        .await;
+    assert_eq!(status, 201);
+    let (status, created) = a
+        .post(
+            "/api/v1/tokens",
+            &json!({"name": "sdk", "role": "evaluator", "namespace": "default"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().expect("secret").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let evaluate = |s: &Server| {
+        send(
+            reqwest::Client::new()
+                .post(s.url("/ofrep/v1/evaluate/flags/banner"))
+                .header("x-api-key", secret.as_str())
+                .json(&json!({"context": {}})),
+        )
+    };
+    // B learns of the new token from the shared store (its identity poll), then serves it.
+    let start = Instant::now();
+    loop {
+        let (status, _) = evaluate(&b).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "B never accepted the token A created: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "token created on A accepted by B after {:?}",
+        start.elapsed()
+    );
+
+    let (status, _) = a.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(status, 204);
+    let start = Instant::now();
+    loop {
+        let (status, _) = evaluate(&b).await;
+        if status == 401 {
+            break;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "B still accepted a token revoked on A after {:?} ({status})",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "token revoked on A refused by B after {:?}",
+        start.elapsed()
+    );
+    drop((a, b));
+    drop(db);
+}

@@ -142,3 +142,47 @@ async fn watching_an_unknown_namespace_is_a_404_before_any_upgrade() {
         other => panic!("unexpected error {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_watcher_whose_token_is_revoked_is_closed_with_4401() {
+    let s = Server::start().await;
+    // A viewer token: it can watch `default` through its own role.
+    let secret = s.api_token("viewer", "default").await;
+    let url = format!(
+        "{}/api/v1/namespaces/default/watch",
+        s.process.base.replace("http://", "ws://")
+    );
+    let mut req = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        url.as_str().into_client_request().expect("ws url")
+    };
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {secret}").parse().expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket connect");
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+
+    let (_, tokens) = s.get("/api/v1/tokens").await;
+    let id = tokens["items"][0]["id"]
+        .as_str()
+        .expect("token id")
+        .to_owned();
+    let (status, _) = s.delete(&format!("/api/v1/tokens/{id}")).await;
+    assert_eq!(status, 204);
+    let close = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within 2 s of the revocation")
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 4401, "{close:?}");
+}

@@ -155,6 +155,10 @@ async fn follow(
             }
         }
     }
+    let revoked = app
+        .identity
+        .revoked(principal.clone(), Permission::FlagRead, ns.clone());
+    tokio::pin!(revoked);
     loop {
         // Catch up with the store, one bounded batch at a time.
         loop {
@@ -179,6 +183,9 @@ async fn follow(
         }
         tokio::select! {
             () = sink.closed() => return,
+            () = &mut revoked => {
+                return sink.end(Status::unauthenticated(crate::grpc::flagd::REVOKED));
+            }
             changed = applied.changed() => {
                 if changed.is_err() {
                     return;
