@@ -1127,3 +1127,46 @@ async fn users_roles_and_bindings_round_trip_without_password_hashes() {
     let (status, _) = s.get("/api/v1/users/ana").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_and_it_works() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let opts = vexil_testkit::server::ServerOptions::new(
+        crate::fixtures::binary(),
+        dir.path().join("vexil.db"),
+    );
+    let mut process = vexil_testkit::server::ServerProcess::spawn(&opts);
+    // The banner is printed on stderr before the listener opens.
+    let generated = |logs: &[String]| -> Vec<String> {
+        let mut lines = logs.iter();
+        let mut found = Vec::new();
+        while let Some(l) = lines.next() {
+            if l.contains("created the user `admin` with the generated password") {
+                if let Some(pw) = lines.find(|l| !l.trim().is_empty()) {
+                    found.push(pw.trim().to_owned());
+                }
+            }
+        }
+        found
+    };
+    let first = generated(&process.logs());
+    assert_eq!(first.len(), 1, "{:#?}", process.logs());
+    let token = crate::fixtures::login(&process.base, "admin", &first[0]).await;
+    assert!(!token.is_empty());
+    // The structured log only says that it happened.
+    assert!(
+        process
+            .logs()
+            .iter()
+            .filter(|l| l.starts_with('{'))
+            .all(|l| !l.contains(&first[0])),
+        "the generated password reached the structured log"
+    );
+
+    // A restart on the same store creates nothing and prints nothing.
+    assert!(process.terminate(Duration::from_secs(15)).success());
+    let again = vexil_testkit::server::ServerProcess::spawn(&opts);
+    assert!(generated(&again.logs()).is_empty(), "{:#?}", again.logs());
+    let token = crate::fixtures::login(&again.base, "admin", &first[0]).await;
+    assert!(!token.is_empty());
+}
