@@ -69,6 +69,9 @@ pub struct Config {
     /// tokens take effect within this interval).
     #[arg(long, env = "VEXIL_IDENTITY_POLL_MS", default_value_t = 250)]
     pub identity_poll_ms: u64,
+    /// Serve `/metrics` without credentials (otherwise it needs `flag:read` in `*`).
+    #[arg(long, env = "VEXIL_METRICS_PUBLIC", default_value_t = false)]
+    pub metrics_public: bool,
     /// Seconds to drain in-flight requests after SIGINT/SIGTERM.
     #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub flags: FlagService,
     /// Authentication, users, roles, bindings, tokens.
     pub identity: IdentityService,
+    /// Serve `/metrics` without credentials (`VEXIL_METRICS_PUBLIC`).
+    pub metrics_public: bool,
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting, drains in-flight

@@ -127,7 +127,11 @@ async fn main() -> anyhow::Result<()> {
     };
 
     // 4. Servers: gRPC first, so both addresses are logged before HTTP reports it listens.
-    let state = Arc::new(AppState { flags, identity });
+    let state = Arc::new(AppState {
+        flags,
+        identity,
+        metrics_public: config.metrics_public,
+    });
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await
         .with_context(|| format!("binding {}", config.grpc_addr))?;

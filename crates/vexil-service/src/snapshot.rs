@@ -38,6 +38,9 @@ struct Inner {
     map: ArcSwap<Snapshots>,
     applied: watch::Sender<Revision>,
     fractional: FractionalVersion,
+    /// When the snapshot was last known to match the store (ms since the epoch): set on load
+    /// and on every catch-up that reached the store's head. Staleness is the time since.
+    synced_at: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for SnapshotCache {
@@ -46,6 +49,12 @@ impl std::fmt::Debug for SnapshotCache {
             .field("applied", &*self.inner.applied.borrow())
             .finish_non_exhaustive()
     }
+}
+
+fn now_millis() -> vexil_core::domain::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Stored flags and segments as a flagd document (segments become `$evaluators`).
@@ -110,6 +119,7 @@ impl SnapshotCache {
                 map: ArcSwap::from_pointee(map),
                 applied,
                 fractional,
+                synced_at: std::sync::atomic::AtomicI64::new(now_millis()),
             }),
         })
     }
@@ -162,6 +172,9 @@ impl SnapshotCache {
             let from = self.applied();
             let changes = store.changes_since(from, 10_000).await?;
             let Some(last) = changes.last().map(|c| c.revision) else {
+                self.inner
+                    .synced_at
+                    .store(now_millis(), std::sync::atomic::Ordering::Relaxed);
                 return Ok(touched);
             };
             let affected: BTreeSet<String> = changes.iter().map(|c| c.namespace.clone()).collect();
@@ -181,6 +194,15 @@ impl SnapshotCache {
             self.inner.applied.send_replace(last);
             touched.extend(affected);
         }
+    }
+
+    /// When the snapshot was last confirmed to match the store, in ms since the epoch. While
+    /// the store is reachable this is at most one follow interval old; when it is not, the gap
+    /// is how stale the served flags may be.
+    pub fn synced_at(&self) -> vexil_core::domain::Millis {
+        self.inner
+            .synced_at
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Follows the store's change feed until `shutdown` resolves: on every commit

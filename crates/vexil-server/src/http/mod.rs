@@ -85,6 +85,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
         // Operations, the document and Swagger UI.
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
         .routes(routes!(docs::openapi_document))
         .routes(routes!(docs::docs_redirect))
         .routes(routes!(docs::docs_index))

@@ -8,7 +8,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::problem::Problem;
+use super::extract::Caller;
+use super::problem::{ApiError, Problem};
 use super::schema;
 use crate::AppState;
 
@@ -66,6 +67,129 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Prometheus metrics
+///
+/// The replica's state in the Prometheus text format: the revision its snapshot has applied,
+/// whether the store answers and at which revision, how stale the snapshot may be (seconds
+/// since it last matched the store), and the identity revision. Needs `flag:read` in `*` (a
+/// `viewer` token for the scraper) unless `VEXIL_METRICS_PUBLIC=true`.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain; version=0.0.4", body = String),
+        (status = 401, response = schema::Unauthorized),
+        (status = 403, response = schema::Forbidden),
+    )
+)]
+pub async fn metrics(
+    State(app): State<Arc<AppState>>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, ApiError> {
+    if !app.metrics_public {
+        let Caller(p) = caller?;
+        p.authorize(vexil_service::Permission::FlagRead, "*")?;
+    }
+    use prometheus_client::encoding::text::encode;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::registry::Registry;
+
+    let cache = app.flags.cache();
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.flags.store_revision(),
+    )
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut registry = Registry::with_prefix("vexil");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(value);
+        registry.register(name, help, g);
+    };
+    let applied = i64::try_from(cache.applied()).unwrap_or(i64::MAX);
+    gauge(
+        &mut registry,
+        "snapshot_revision",
+        "Store revision the evaluation snapshot has applied",
+        applied,
+    );
+    let namespaces = i64::try_from(cache.namespaces().len()).unwrap_or(i64::MAX);
+    gauge(
+        &mut registry,
+        "snapshot_namespaces",
+        "Namespaces in the evaluation snapshot",
+        namespaces,
+    );
+    match probe {
+        Ok(Ok(rev)) => {
+            gauge(
+                &mut registry,
+                "store_up",
+                "Whether the store answered this scrape",
+                1,
+            );
+            let rev = i64::try_from(rev).unwrap_or(i64::MAX);
+            gauge(
+                &mut registry,
+                "store_revision",
+                "The store's latest revision",
+                rev,
+            );
+            gauge(
+                &mut registry,
+                "snapshot_lag_revisions",
+                "Revisions the snapshot is behind the store",
+                rev.saturating_sub(applied).max(0),
+            );
+        }
+        _ => gauge(
+            &mut registry,
+            "store_up",
+            "Whether the store answered this scrape",
+            0,
+        ),
+    }
+    let stale = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "milliseconds as fractional seconds"
+    )]
+    stale.set(now.saturating_sub(cache.synced_at()).max(0) as f64 / 1000.0);
+    registry.register(
+        "snapshot_staleness_seconds",
+        "Seconds since the snapshot last matched the store",
+        stale,
+    );
+    let identity = i64::try_from(app.identity.applied()).unwrap_or(i64::MAX);
+    gauge(
+        &mut registry,
+        "identity_revision",
+        "Identity revision (users, roles, bindings, tokens) applied",
+        identity,
+    );
+    let mut body = String::new();
+    if encode(&mut body, &registry).is_err() {
+        return Err(ApiError(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the metrics could not be encoded",
+        )));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// 404 for unknown paths, as problem+json.

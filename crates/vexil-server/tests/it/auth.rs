@@ -1141,10 +1141,10 @@ async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_a
         let mut lines = logs.iter();
         let mut found = Vec::new();
         while let Some(l) = lines.next() {
-            if l.contains("created the user `admin` with the generated password") {
-                if let Some(pw) = lines.find(|l| !l.trim().is_empty()) {
-                    found.push(pw.trim().to_owned());
-                }
+            if l.contains("created the user `admin` with the generated password")
+                && let Some(pw) = lines.find(|l| !l.trim().is_empty())
+            {
+                found.push(pw.trim().to_owned());
             }
         }
         found

@@ -197,3 +197,50 @@ async fn readyz_reports_the_applied_revision() {
         "{before} {after}"
     );
 }
+
+#[tokio::test]
+async fn metrics_report_the_applied_revision_the_store_and_staleness() {
+    let s = Server::start().await;
+    let (status, _) = s
+        .post("/api/v1/namespaces/default/flags", &bool_flag("metered"))
+        .await;
+    assert_eq!(status, 201);
+    let (_, ready) = s.get("/readyz").await;
+    let resp = s.http.get(s.url("/metrics")).send().await.expect("metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        resp.headers()
+    );
+    let text = resp.text().await.expect("body");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert_eq!(value("vexil_store_up"), 1.0);
+    assert!(value("vexil_snapshot_revision") >= ready["revision"].as_f64().expect("revision"));
+    assert_eq!(value("vexil_snapshot_lag_revisions"), 0.0);
+    assert!(value("vexil_snapshot_staleness_seconds") < 5.0, "{text}");
+    assert!(value("vexil_identity_revision") >= 1.0);
+
+    // Without credentials: 401 (the scrape needs a viewer token unless opened by config).
+    let anon = crate::fixtures::client()
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("anonymous");
+    assert_eq!(anon.status().as_u16(), 401);
+    let open = Server::start_with(|o| o.env("VEXIL_METRICS_PUBLIC", "true")).await;
+    let anon = crate::fixtures::client()
+        .get(open.url("/metrics"))
+        .send()
+        .await
+        .expect("anonymous");
+    assert_eq!(anon.status().as_u16(), 200);
+}
