@@ -40,8 +40,17 @@ pub async fn healthz() -> Response {
     )
 )]
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    let applied = app.flags.cache().applied();
-    let namespaces = app.flags.cache().namespaces();
+    let cache = app.flags.cache();
+    let applied = cache.applied();
+    let namespaces = cache.namespaces().len();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "milliseconds as fractional seconds"
+    )]
+    let staleness = now.saturating_sub(cache.synced_at()).max(0) as f64 / 1000.0;
     let probe = tokio::time::timeout(
         std::time::Duration::from_secs(2),
         app.flags.store_revision(),
@@ -53,6 +62,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
             "revision": applied,
             "storeRevision": store_revision,
             "lag": store_revision.saturating_sub(applied),
+            "stalenessSeconds": staleness,
             "namespaces": namespaces,
         }))
         .into_response(),
@@ -62,6 +72,7 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
                 "status": "degraded",
                 "revision": applied,
                 "store": "unreachable",
+                "stalenessSeconds": staleness,
                 "namespaces": namespaces,
             })),
         )

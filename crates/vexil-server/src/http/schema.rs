@@ -1180,6 +1180,9 @@ pub struct Readiness {
     /// `unreachable` (degraded only).
     #[schema(required = false)]
     store: String,
+    /// Seconds since the snapshot last matched the store: at most the follow interval while
+    /// the store answers, growing while it does not (evaluation keeps serving the snapshot).
+    staleness_seconds: f64,
     /// How many namespaces the snapshot holds.
     namespaces: u64,
 }
