@@ -417,6 +417,25 @@ fn audit_event(
     }
 }
 
+/// The caller's expected version (If-Match) against the current one.
+fn check_version(
+    kind: ResourceKind,
+    key: &str,
+    expected: Option<u64>,
+    actual: u64,
+) -> Result<(), ServiceError> {
+    match expected {
+        Some(v) if v != actual => Err(ServiceError::VersionConflict {
+            kind,
+            namespace: String::new(),
+            key: key.to_owned(),
+            expected: v,
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn not_found(kind: ResourceKind, key: &str) -> ServiceError {
     ServiceError::NotFound {
         kind,
@@ -975,17 +994,7 @@ impl IdentityService {
             .get(name)
             .map(|(u, _)| u.clone())
             .ok_or_else(|| not_found(ResourceKind::User, name))?;
-        if let Some(v) = expected
-            && v != before.version
-        {
-            return Err(ServiceError::VersionConflict {
-                kind: ResourceKind::User,
-                namespace: String::new(),
-                key: name.to_owned(),
-                expected: v,
-                actual: before.version,
-            });
-        }
+        check_version(ResourceKind::User, name, expected, before.version)?;
         let admin = pass
             .pass
             .principal()
@@ -1051,7 +1060,12 @@ impl IdentityService {
     ///
     /// # Errors
     /// NotFound, Conflict, store errors.
-    pub async fn delete_user(&self, pass: &Pass<'_>, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete_user(
+        &self,
+        pass: &Pass<'_>,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<(), ServiceError> {
         pass.require(Permission::RbacAdmin, ALL_NAMESPACES)?;
         if pass.principal().subject() == Some(&Subject::User(name.to_owned())) {
             return Err(ServiceError::Conflict {
@@ -1062,6 +1076,7 @@ impl IdentityService {
         let Some((user, _)) = snap.users.get(name) else {
             return Err(not_found(ResourceKind::User, name));
         };
+        check_version(ResourceKind::User, name, expected, user.version)?;
         let subject = Subject::User(name.to_owned());
         let mut writes = vec![];
         let mut audit = vec![];
@@ -1239,7 +1254,12 @@ impl IdentityService {
     ///
     /// # Errors
     /// NotFound, Conflict (built-in, or still bound or carried by a token), store errors.
-    pub async fn delete_role(&self, pass: &Pass<'_>, name: &str) -> Result<(), ServiceError> {
+    pub async fn delete_role(
+        &self,
+        pass: &Pass<'_>,
+        name: &str,
+        expected: Option<u64>,
+    ) -> Result<(), ServiceError> {
         pass.require(Permission::RbacAdmin, ALL_NAMESPACES)?;
         if builtin_role(name).is_some() {
             return Err(ServiceError::Conflict {
@@ -1250,6 +1270,7 @@ impl IdentityService {
         let Some(role) = snap.state.roles.iter().find(|r| r.name == name).cloned() else {
             return Err(not_found(ResourceKind::Role, name));
         };
+        check_version(ResourceKind::Role, name, expected, role.version)?;
         let bound = snap
             .state
             .bindings

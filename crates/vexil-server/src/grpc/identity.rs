@@ -205,7 +205,11 @@ impl pb::user_service_server::UserService for IdentityApi {
             .map_err(status)?;
         self.0
             .identity
-            .delete_user(&pass, &req.get_ref().name)
+            .delete_user(
+                &pass,
+                &req.get_ref().name,
+                expected(req.get_ref().expected_version),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteUserResponse {}))
@@ -291,7 +295,11 @@ impl pb::role_service_server::RoleService for IdentityApi {
             .map_err(status)?;
         self.0
             .identity
-            .delete_role(&pass, &req.get_ref().name)
+            .delete_role(
+                &pass,
+                &req.get_ref().name,
+                expected(req.get_ref().expected_version),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::DeleteRoleResponse {}))

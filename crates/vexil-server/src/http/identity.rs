@@ -377,13 +377,14 @@ pub async fn update_user(
     delete,
     path = "/api/v1/users/{name}",
     tag = "rbac",
-    params(schema::UserPath),
+    params(schema::UserPath, schema::IfMatchHeader),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, response = schema::Unauthorized),
         (status = 403, response = schema::Forbidden),
         (status = 404, response = schema::NotFound),
         (status = 409, response = schema::Conflict),
+        (status = 412, response = schema::PreconditionFailed),
         (status = 503, response = schema::Unavailable),
     )
 )]
@@ -391,9 +392,10 @@ pub async fn delete_user(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
     Path(name): Path<String>,
+    IfMatch(expected): IfMatch,
 ) -> Result<StatusCode> {
     let pass = p.authorize(Permission::RbacAdmin, ALL_NAMESPACES)?;
-    app.identity.delete_user(&pass, &name).await?;
+    app.identity.delete_user(&pass, &name, expected).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -520,13 +522,14 @@ pub async fn put_role(
     delete,
     path = "/api/v1/roles/{name}",
     tag = "rbac",
-    params(schema::RolePath),
+    params(schema::RolePath, schema::IfMatchHeader),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, response = schema::Unauthorized),
         (status = 403, response = schema::Forbidden),
         (status = 404, response = schema::NotFound),
         (status = 409, response = schema::Conflict),
+        (status = 412, response = schema::PreconditionFailed),
         (status = 503, response = schema::Unavailable),
     )
 )]
@@ -534,9 +537,10 @@ pub async fn delete_role(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
     Path(name): Path<String>,
+    IfMatch(expected): IfMatch,
 ) -> Result<StatusCode> {
     let pass = p.authorize(Permission::RbacAdmin, ALL_NAMESPACES)?;
-    app.identity.delete_role(&pass, &name).await?;
+    app.identity.delete_role(&pass, &name, expected).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

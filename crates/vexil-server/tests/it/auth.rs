@@ -1170,3 +1170,32 @@ async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_a
     let token = crate::fixtures::login(&again.base, "admin", &first[0]).await;
     assert!(!token.is_empty());
 }
+
+#[tokio::test]
+async fn deleting_a_user_or_role_with_a_stale_if_match_is_412_and_deletes_nothing() {
+    let s = Server::start().await;
+    let (status, _) = s
+        .post(
+            "/api/v1/roles",
+            &json!({"name": "auditor", "permissions": ["audit:read"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = s
+        .post(
+            "/api/v1/users",
+            &json!({"name": "dora", "password": "a long password"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    for path in ["/api/v1/roles/auditor", "/api/v1/users/dora"] {
+        let (status, body) = send(s.http.delete(s.url(path)).header("if-match", "\"7\"")).await;
+        assert_eq!(status, 412, "{path}: {body}");
+        let (status, _) = s.get(path).await;
+        assert_eq!(status, 200, "{path} survived");
+        let (status, _) = send(s.http.delete(s.url(path)).header("if-match", "\"1\"")).await;
+        assert_eq!(status, 204, "{path}");
+        let (status, _) = s.get(path).await;
+        assert_eq!(status, 404, "{path} gone");
+    }
+}
