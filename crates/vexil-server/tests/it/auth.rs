@@ -1199,3 +1199,31 @@ async fn deleting_a_user_or_role_with_a_stale_if_match_is_412_and_deletes_nothin
         assert_eq!(status, 404, "{path} gone");
     }
 }
+
+#[tokio::test]
+async fn one_address_trying_many_user_names_is_rate_limited_too() {
+    let s = Server::start().await;
+    // 40 different names from one address at once: no name reaches its own limit, the
+    // address does (30 attempts, then one per second).
+    let attempts = (0..40).map(|i| {
+        send(
+            client()
+                .post(s.url("/api/v1/auth/login"))
+                .json(&json!({"username": format!("spray-{i}"), "password": "guessing-123"})),
+        )
+    });
+    let statuses: Vec<u16> = futures_util::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        limited >= 5,
+        "a password spray was not limited: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+}
