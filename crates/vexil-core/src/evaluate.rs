@@ -453,7 +453,7 @@ impl FlagSet {
     ) -> Resolution {
         let data = root_data(arena, base, key, now_unix);
         if let Some(t) = trace.as_deref_mut() {
-            t.rule = Some((*rule.expanded).clone());
+            t.rule = Some(rule.expanded());
             t.context = Some(datavalue_to_json(data));
         }
         let result = match rules::ENGINE.evaluate(&rule.logic, data, arena) {
@@ -534,7 +534,7 @@ fn clock(flag: &CompiledFlag, now: &mut Option<i64>) -> i64 {
 /// `$flagd.flagKey`. So the time is out of reach unless a string anywhere in the rule mentions
 /// `timestamp`, or a `var`/`val` path is computed, empty (the whole data), scoped
 /// (`val`'s `[[level], ...]`) or names `$flagd` other than as `$flagd.flagKey`.
-fn reads_clock(rule: &Value) -> bool {
+pub(crate) fn reads_clock(rule: &Value) -> bool {
     fn safe_segment(path: &Value) -> bool {
         match path {
             Value::String(s) => !s.is_empty() && (s == "$flagd.flagKey" || !s.contains("$flagd")),
@@ -681,7 +681,7 @@ fn compile_flag(
     let mut metadata = set_meta.clone();
     metadata.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
     let reads_clock = match &targeting {
-        Targeting::Rule(rule) => reads_clock(&rule.expanded),
+        Targeting::Rule(rule) => rule.reads_clock,
         Targeting::None | Targeting::Broken(_) => false,
     };
     CompiledFlag {
