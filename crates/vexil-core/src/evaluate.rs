@@ -240,31 +240,83 @@ thread_local! {
 /// Deepest context nesting accepted, matching serde_json's own parse limit.
 const MAX_CONTEXT_DEPTH: usize = 128;
 
+/// Builds a [`FlagSet`] one flag at a time, so a caller can decode, add and drop each
+/// definition in turn instead of holding a whole [`FlagDocument`] (large namespaces: the
+/// decoded definitions, not the compiled flags, would otherwise set the memory peak).
+#[derive(Debug)]
+pub struct FlagSetBuilder<'a> {
+    evaluators: &'a Map<String, Value>,
+    set_meta: Arc<Map<String, Value>>,
+    options: &'a FlagSetOptions,
+    flags: Vec<(Arc<str>, CompiledFlag)>,
+}
+
+impl<'a> FlagSetBuilder<'a> {
+    /// A builder for flags that may `$ref` `evaluators`, under flag-set `metadata`.
+    pub fn new(
+        evaluators: &'a Map<String, Value>,
+        metadata: &Map<String, Value>,
+        options: &'a FlagSetOptions,
+    ) -> Self {
+        Self {
+            evaluators,
+            set_meta: Arc::new(metadata.clone()),
+            options,
+            flags: Vec::new(),
+        }
+    }
+
+    /// Compiles and adds one flag. Never fails (see [`FlagSet::compile`]); a key added twice
+    /// keeps its last definition.
+    pub fn add(&mut self, key: &str, def: &FlagDefinition) {
+        let compiled = compile_flag(
+            def,
+            &self.set_meta,
+            self.evaluators,
+            self.options.fractional,
+        );
+        self.flags.push((Arc::from(key), compiled));
+    }
+
+    /// The flag set, keys in sorted order.
+    pub fn finish(mut self) -> FlagSet {
+        // Stable, so among duplicates the last added stays last and wins below.
+        self.flags.sort_by(|a, b| a.0.cmp(&b.0));
+        self.flags.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        let mut index = HashMap::with_capacity_and_hasher(self.flags.len(), KeyHash::default());
+        let mut keys = Vec::with_capacity(self.flags.len());
+        let mut compiled = Vec::with_capacity(self.flags.len());
+        for (key, flag) in self.flags {
+            index.insert(Box::from(&*key), keys.len());
+            keys.push(key);
+            compiled.push(flag);
+        }
+        FlagSet {
+            index,
+            keys,
+            compiled,
+            metadata: self.set_meta,
+            static_context: self.options.static_context.clone(),
+        }
+    }
+}
+
 impl FlagSet {
     /// Compiles a document. Never fails: a flag whose rule does not compile answers
     /// PARSE_ERROR when evaluated, as flagd does.
     pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
-        let set_meta = Arc::new(doc.metadata.clone());
-        let mut index = HashMap::with_capacity_and_hasher(doc.flags.len(), KeyHash::default());
-        let mut keys = Vec::with_capacity(doc.flags.len());
-        let mut compiled = Vec::with_capacity(doc.flags.len());
+        let mut b = FlagSetBuilder::new(&doc.evaluators, &doc.metadata, options);
         for (key, def) in &doc.flags {
-            index.insert(key.as_str().into(), keys.len());
-            keys.push(Arc::from(key.as_str()));
-            compiled.push(compile_flag(
-                def,
-                &doc.metadata,
-                &doc.evaluators,
-                options.fractional,
-            ));
+            b.add(key, def);
         }
-        Self {
-            index,
-            keys,
-            compiled,
-            metadata: set_meta,
-            static_context: options.static_context.clone(),
-        }
+        b.finish()
     }
 
     /// The compiled flag with this key.
@@ -649,7 +701,7 @@ struct Trace {
 
 fn compile_flag(
     def: &FlagDefinition,
-    set_meta: &Map<String, Value>,
+    set_meta: &Arc<Map<String, Value>>,
     evaluators: &Map<String, Value>,
     fractional: FractionalVersion,
 ) -> CompiledFlag {
@@ -678,8 +730,14 @@ fn compile_flag(
     } else {
         Targeting::None
     };
-    let mut metadata = set_meta.clone();
-    metadata.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Flags without metadata of their own share the set's map.
+    let metadata = if def.metadata.is_empty() {
+        set_meta.clone()
+    } else {
+        let mut m = (**set_meta).clone();
+        m.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Arc::new(m)
+    };
     let reads_clock = match &targeting {
         Targeting::Rule(rule) => rule.reads_clock,
         Targeting::None | Targeting::Broken(_) => false,
@@ -690,7 +748,7 @@ fn compile_flag(
         default,
         targeting,
         reads_clock,
-        metadata: Arc::new(metadata),
+        metadata,
     }
 }
 

@@ -12,7 +12,7 @@ pub mod rules;
 pub mod validate;
 
 pub use evaluate::{
-    ErrorCode, Explanation, FlagSet, FlagSetOptions, Reason, Resolution, ValueKind,
+    ErrorCode, Explanation, FlagSet, FlagSetBuilder, FlagSetOptions, Reason, Resolution, ValueKind,
 };
 pub use model::{
     DocumentError, FlagDefinition, FlagDocument, FlagState, Loaded, Schema, TargetingPolicy,

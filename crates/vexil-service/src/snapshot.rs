@@ -10,8 +10,10 @@ use arc_swap::ArcSwap;
 use serde_json::Map;
 use tokio::sync::watch;
 use vexil_core::domain::{Namespace, Revision};
-use vexil_core::{FlagDefinition, FlagDocument, FlagSet, FlagSetOptions, FractionalVersion};
-use vexil_store::{NamespaceState, StoreError};
+use vexil_core::{
+    FlagDefinition, FlagDocument, FlagSet, FlagSetBuilder, FlagSetOptions, FractionalVersion,
+};
+use vexil_store::{RawNamespaceState, StoreError};
 
 use crate::Store;
 
@@ -70,14 +72,32 @@ pub(crate) fn document(
 }
 
 /// Builds a namespace's snapshot from its stored state.
-fn compile(state: NamespaceState, fractional: FractionalVersion) -> NamespaceSnapshot {
-    let doc = document(state.flags, state.segments);
+/// Compiles a namespace, decoding one flag at a time (see [`RawNamespaceState`]). A row that
+/// does not decode is a corrupt store: it is logged and left out, rather than failing the
+/// whole namespace.
+fn compile(state: RawNamespaceState, fractional: FractionalVersion) -> NamespaceSnapshot {
+    let evaluators: Map<String, serde_json::Value> = state
+        .segments
+        .into_iter()
+        .map(|s| (s.key, s.rule))
+        .collect();
     let options = FlagSetOptions {
         fractional,
         static_context: state.namespace.evaluation_context.clone(),
     };
+    let mut builder = FlagSetBuilder::new(&evaluators, &Map::new(), &options);
+    for text in state.flags {
+        match serde_json::from_str::<vexil_core::domain::Flag>(&text) {
+            Ok(flag) => builder.add(&flag.key, &flag.definition),
+            Err(e) => tracing::error!(
+                namespace = %state.namespace.key,
+                error = %e,
+                "a stored flag does not decode; it is left out of the snapshot"
+            ),
+        }
+    }
     NamespaceSnapshot {
-        flags: FlagSet::compile(&doc, &options),
+        flags: builder.finish(),
         namespace: state.namespace,
         revision: state.revision,
     }
@@ -110,7 +130,7 @@ impl SnapshotCache {
         let revision = store.current_revision().await?;
         let mut map = Snapshots::new();
         for ns in store.list_namespaces().await? {
-            let state = store.load_namespace(&ns.key).await?;
+            let state = store.load_namespace_raw(&ns.key).await?;
             map.insert(ns.key.clone(), Arc::new(compile(state, fractional)));
         }
         let (applied, _) = watch::channel(revision);
@@ -180,7 +200,7 @@ impl SnapshotCache {
             let affected: BTreeSet<String> = changes.iter().map(|c| c.namespace.clone()).collect();
             let mut map: Snapshots = (**self.inner.map.load()).clone();
             for ns in &affected {
-                match store.load_namespace(ns).await {
+                match store.load_namespace_raw(ns).await {
                     Ok(state) => {
                         map.insert(ns.clone(), Arc::new(compile(state, self.inner.fractional)));
                     }

@@ -189,6 +189,21 @@ pub struct NamespaceState {
     pub revision: Revision,
 }
 
+/// [`NamespaceState`] with each flag still as its stored JSON text, for rebuilding a snapshot
+/// one flag at a time: a decoded flag's `serde_json::Value` trees cost ~25 times its text, so
+/// decoding a large namespace all at once would set the replica's memory peak.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawNamespaceState {
+    /// The namespace.
+    pub namespace: Namespace,
+    /// Each flag's JSON (a [`Flag`]), in key order.
+    pub flags: Vec<String>,
+    /// All its segments.
+    pub segments: Vec<Segment>,
+    /// The store revision this view is at.
+    pub revision: Revision,
+}
+
 /// Audit-log filters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
@@ -271,6 +286,31 @@ pub trait FlagStore: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError>;
+
+    /// As [`FlagStore::load_namespace`], with the flags as JSON text (see
+    /// [`RawNamespaceState`]). The default re-encodes a decoded load; SQL backends hand out
+    /// the stored text without decoding it.
+    ///
+    /// # Errors
+    /// As [`FlagStore::load_namespace`].
+    async fn load_namespace_raw(&self, namespace: &str) -> Result<RawNamespaceState, StoreError> {
+        let state = self.load_namespace(namespace).await?;
+        let flags = state
+            .flags
+            .iter()
+            .map(|f| {
+                serde_json::to_string(f).map_err(|e| StoreError::Internal {
+                    message: format!("re-encoding flag {}: {e}", f.key),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(RawNamespaceState {
+            namespace: state.namespace,
+            flags,
+            segments: state.segments,
+            revision: state.revision,
+        })
+    }
 }
 
 /// The ordered change log that replicas and watchers follow.

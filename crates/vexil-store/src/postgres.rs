@@ -56,7 +56,7 @@ use vexil_core::identity::IdentityState;
 use self::error::{TxError, from_json, from_migrate, from_sqlx, internal};
 use crate::{
     AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, NamespaceState, Page, StoreError, Write,
+    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, StoreError, Write,
 };
 
 /// The channel every commit notifies, with its revision as the payload.
@@ -428,6 +428,21 @@ impl FlagStore for PostgresStore {
     }
 
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+        let raw = self.load_namespace_raw(namespace).await?;
+        let flags = raw
+            .flags
+            .iter()
+            .map(|d| decode(d, "flag"))
+            .collect::<Result<Vec<Flag>, _>>()?;
+        Ok(NamespaceState {
+            namespace: raw.namespace,
+            flags,
+            segments: raw.segments,
+            revision: raw.revision,
+        })
+    }
+
+    async fn load_namespace_raw(&self, namespace: &str) -> Result<RawNamespaceState, StoreError> {
         // REPEATABLE READ: one snapshot, taken by the first statement, so the revision and
         // every row below are from the same instant.
         let mut tx = self.read_tx().await?;
@@ -439,16 +454,12 @@ impl FlagStore for PostgresStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-        let flags = docs
-            .iter()
-            .map(|(d,)| decode(d, "flag"))
-            .collect::<Result<Vec<Flag>, _>>()?;
         let segments = list_segments(&mut tx, namespace).await?;
         // Read-only: ending it either way releases the snapshot.
         tx.rollback().await.map_err(from_sqlx)?;
-        Ok(NamespaceState {
+        Ok(RawNamespaceState {
             namespace: ns,
-            flags,
+            flags: docs.into_iter().map(|(d,)| d).collect(),
             segments,
             revision,
         })

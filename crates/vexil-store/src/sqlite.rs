@@ -37,7 +37,7 @@ use vexil_core::identity::IdentityState;
 use self::error::{from_json, from_migrate, from_sqlx, internal};
 use crate::{
     AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, NamespaceState, Page, StoreError, Write,
+    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, StoreError, Write,
 };
 
 /// How long a statement waits for another connection's (or process's) write lock before it
@@ -350,6 +350,21 @@ impl FlagStore for SqliteStore {
     }
 
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
+        let raw = self.load_namespace_raw(namespace).await?;
+        let flags = raw
+            .flags
+            .iter()
+            .map(|d| decode(d, "flag"))
+            .collect::<Result<Vec<Flag>, _>>()?;
+        Ok(NamespaceState {
+            namespace: raw.namespace,
+            flags,
+            segments: raw.segments,
+            revision: raw.revision,
+        })
+    }
+
+    async fn load_namespace_raw(&self, namespace: &str) -> Result<RawNamespaceState, StoreError> {
         // A deferred read transaction: in WAL mode its first read fixes the snapshot, so the
         // revision and every row below are from the same instant.
         let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
@@ -361,16 +376,12 @@ impl FlagStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-        let flags = docs
-            .iter()
-            .map(|(d,)| decode(d, "flag"))
-            .collect::<Result<Vec<Flag>, _>>()?;
         let segments = list_segments(&mut tx, namespace).await?;
         // Read-only: ending it either way releases the snapshot.
         tx.rollback().await.map_err(from_sqlx)?;
-        Ok(NamespaceState {
+        Ok(RawNamespaceState {
             namespace: ns,
-            flags,
+            flags: docs.into_iter().map(|(d,)| d).collect(),
             segments,
             revision,
         })
