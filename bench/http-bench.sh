@@ -12,19 +12,44 @@
 #      baseline / OFREP single flag / OFREP bulk (100 flags) within each repeat;
 #   5. prints every repeat, then the medians and the ratio to the baseline's median.
 #
-# Nothing is pinned: wrk and the server under test share the machine's cores, so absolute
-# numbers are a floor for the server, and the ratio is the figure to compare across machines.
-# Each run records how the cores were shared (server / wrk / other processes) and the server's
-# CPU time per request; before a run the script waits (bounded) for other processes to go
-# quiet, and redoes (bounded) a run that other processes disturbed.
+# Method (the default; PIN=0 PRIO=none restores the old unpinned, shared-cores runs):
+#   - pinned: the server under test runs on CPU 0 (SERVER_CPU) and wrk on CPU 1 (WRK_CPU), via
+#     `taskset`, so the load generator never competes with the server for a core and p99 shows
+#     the server's own queueing rather than the scheduler trading one core between them;
+#   - one tokio worker thread (WORKERS=1, i.e. TOKIO_WORKER_THREADS=1) for both servers, since
+#     each has exactly one core; a second worker on the same core only adds context switches;
+#   - priority: servers and wrk run under `nice -n -20` (PRIO=nice, as root), so each thread
+#     of other jobs on a shared machine gets about 1% of a core while it competes with them.
+#     PRIO=rt runs them under `chrt -f 20` (SCHED_FIFO) instead. It is not the default because
+#     of the kernel's real-time throttling (sched_rt_runtime_us: 950000 of every 1000000 µs):
+#     a server that keeps its core over 95% busy, as a saturating closed-loop benchmark does,
+#     is stopped for up to ~50 ms every second, even on an idle machine, and p99 becomes those
+#     stops (measured on an idle machine: p99 29-40 ms and max ~50 ms for the hello-world and
+#     OFREP alike, against p99 0.8-1.3 ms under nice; see BENCHMARKS.md).
+#     If real-time priority is refused, PRIO=rt falls back to `nice -n -20` and says so in the
+#     summary. A real-time process can starve the machine, so under PRIO=rt DURATION and
+#     WARMUP must stay at or below 15 s;
+#   - the hello-world baseline gets exactly the same pinning, priority and worker count.
+# With both pinned, each side is limited by its own core: the req/s ratio to the baseline is
+# close to the ratio of the servers' CPU time per request, not of (server + wrk) CPU time as in
+# the unpinned runs, so it is lower for any server slower than the hello-world.
+# Each run records how the cores were shared (server / wrk / other processes), the server's CPU
+# time per request, and p99.9 and the maximum latency besides p50 and p99. Before a run the
+# script waits (bounded) for other processes to go quiet, and redoes (bounded) a run that other
+# processes disturbed (under PRIO=rt other processes only get the slack, so it waits less and
+# never redoes a run).
 #
 # Environment (all optional):
 #   DURATION=15s  WARMUP=5s  REPEATS=3  CONNECTIONS=64  THREADS=1
-#   QUIET_WAIT=120 (seconds to wait, before each run, for other processes to go quiet)
-#   MAX_OTHER=10 RETRIES=2 (a run in which other processes used over MAX_OTHER% of the cores is
-#   redone, at most RETRIES times)
-#   WORKERS (tokio worker threads of both servers; default one per core, as in production)
-#   NICE=-10 (niceness of the servers and wrk when run as root; NICE=0 to leave it)
+#   PIN=1 (0: no pinning)  SERVER_CPU=0  WRK_CPU=1
+#   WORKERS (tokio worker threads of both servers; default 1 when pinned, else tokio's one per
+#   core, as in production)
+#   PRIO=nice (nice: `nice -n NICE`, as root; rt: `chrt -f RT_PRIO`, falling back to
+#   `nice -n -20` if refused; none: neither)  NICE=-20  RT_PRIO=20
+#   QUIET_WAIT (seconds to wait, before each run, for other processes to go quiet; 120, or 30
+#   under real-time priority)
+#   MAX_OTHER RETRIES=2 (a run in which other processes used over MAX_OTHER% of the cores is
+#   redone, at most RETRIES times; MAX_OTHER is 10, or 100, i.e. never, under real-time priority)
 #   VEXIL_PORT, HELLO_PORT, GRPC_PORT (default: the first free ports from 47180)
 #   OUT_DIR=target/http-bench  SKIP_BUILD=1 (reuse the release binaries)
 # DURATION and WARMUP are in seconds, with the `s` suffix.
@@ -35,11 +60,13 @@ root=$(pwd)
 DURATION=${DURATION:-15s}
 WARMUP=${WARMUP:-5s}
 REPEATS=${REPEATS:-3}
-QUIET_WAIT=${QUIET_WAIT:-120}
-MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-2}
-# Servers and wrk run at this niceness when root, so background builds get only what is left.
-NICE=${NICE:--10}
+PIN=${PIN:-1}
+SERVER_CPU=${SERVER_CPU:-0}
+WRK_CPU=${WRK_CPU:-1}
+PRIO=${PRIO:-nice}
+RT_PRIO=${RT_PRIO:-20}
+NICE=${NICE:--20}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 OUT_DIR=${OUT_DIR:-$root/target/http-bench}
@@ -76,9 +103,51 @@ server_bin=$target_dir/release/vexil-server
 hello_bin=$target_dir/release/vexil-bench-hello
 [ -x "$server_bin" ] && [ -x "$hello_bin" ] || die "release binaries missing; run without SKIP_BUILD"
 
-nice_cmd=()
-if [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then nice_cmd=(nice -n "$NICE"); fi
-# WORKERS=N sets TOKIO_WORKER_THREADS for both servers (default: tokio's one per core).
+# Priority of the servers and wrk: prio_cmd is prepended to all three command lines, and
+# prio_desc says what it really was (the summary prints it).
+prio_cmd=()
+prio_desc="default priority"
+case $PRIO in
+  rt)
+    for d in "$DURATION" "$WARMUP"; do
+      [ "${d%s}" -le 15 ] || die "PRIO=rt runs must be bounded: DURATION and WARMUP at most 15s (got $d)"
+    done
+    if chrt -f "$RT_PRIO" true 2>/dev/null; then
+      prio_cmd=(chrt -f "$RT_PRIO")
+      prio_desc="real-time priority (chrt -f $RT_PRIO; RT throttling $(cat /proc/sys/kernel/sched_rt_runtime_us 2>/dev/null || echo '?') of $(cat /proc/sys/kernel/sched_rt_period_us 2>/dev/null || echo '?') µs)"
+    elif [ "$(id -u)" = 0 ]; then
+      log "real-time priority (chrt -f $RT_PRIO) was refused; falling back to nice -n -20"
+      PRIO=nice NICE=-20
+    else
+      log "real-time priority (chrt -f $RT_PRIO) was refused and nice needs root; default priority"
+      PRIO=none
+    fi
+    ;;
+  nice | none) ;;
+  *) die "PRIO must be rt, nice or none (got $PRIO)" ;;
+esac
+if [ "$PRIO" = nice ] && [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then
+  prio_cmd=(nice -n "$NICE")
+  prio_desc="nice -n $NICE (no real-time priority)"
+fi
+# Under real-time priority other processes only get the slack, so waiting for them to go quiet
+# and redoing runs they used cores in buys nothing.
+if [ "$PRIO" = rt ]; then
+  QUIET_WAIT=${QUIET_WAIT:-30} MAX_OTHER=${MAX_OTHER:-100}
+else
+  QUIET_WAIT=${QUIET_WAIT:-120} MAX_OTHER=${MAX_OTHER:-10}
+fi
+
+# Pinning: the servers on SERVER_CPU, wrk on WRK_CPU, one tokio worker per server.
+server_pin=()
+wrk_pin=()
+if [ "$PIN" = 1 ]; then
+  [ "$SERVER_CPU" != "$WRK_CPU" ] || die "SERVER_CPU and WRK_CPU must differ"
+  server_pin=(taskset -c "$SERVER_CPU")
+  wrk_pin=(taskset -c "$WRK_CPU")
+  WORKERS=${WORKERS:-1}
+fi
+# WORKERS=N sets TOKIO_WORKER_THREADS for both servers (unpinned default: one per core).
 if [ -n "${WORKERS:-}" ]; then export TOKIO_WORKER_THREADS=$WORKERS; fi
 
 # --- 3. start ---------------------------------------------------------------------------------
@@ -128,13 +197,22 @@ wait_for() {
 
 log "starting vexil-server on $HOST:$VEXIL_PORT"
 VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_GRPC_ADDR=$HOST:$GRPC_PORT VEXIL_DATA=$work/vexil.db LOG_FORMAT=json RUST_LOG=warn \
-  "${nice_cmd[@]}" "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
+  "${server_pin[@]}" "${prio_cmd[@]}" "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
 vexil_pid=$!
 pids+=("$vexil_pid")
 log "starting vexil-bench-hello on $HOST:$HELLO_PORT"
-"${nice_cmd[@]}" "$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
+"${server_pin[@]}" "${prio_cmd[@]}" "$hello_bin" "$HOST:$HELLO_PORT" >"$OUT_DIR/hello.log" 2>&1 &
 hello_pid=$!
 pids+=("$hello_pid")
+
+# How each server really runs: scheduling policy, CPU affinity, tokio worker threads.
+describe() {
+  local workers
+  workers=$(cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c '^tokio-runtime-w' || true)
+  echo "$(chrt -p "$1" 2>/dev/null | sed -n 's/.*scheduling policy: //p' | head -1)," \
+    "priority $(chrt -p "$1" 2>/dev/null | sed -n 's/.*scheduling priority: //p' | head -1)," \
+    "CPUs $(taskset -pc "$1" 2>/dev/null | sed 's/.*: //'), $workers tokio worker(s)"
+}
 
 wait_for 60 "http://$HOST:$VEXIL_PORT/readyz" || die "vexil-server did not become ready (see $OUT_DIR/vexil-server.log)"
 wait_for 30 -X POST -H 'content-type: application/json' -d '{}' "http://$HOST:$HELLO_PORT/hello" \
@@ -161,6 +239,8 @@ single=$(ofrep "/$SINGLE_FLAG")
 hello=$(curl -fsS --max-time 5 -X POST -H 'content-type: application/json' -d "$CONTEXT" \
   "http://$HOST:$HELLO_PORT/hello")
 bulk_bytes=$(ofrep "" | wc -c)
+log "vexil-server: $(describe "$vexil_pid")"
+log "vexil-bench-hello: $(describe "$hello_pid")"
 log "single answer (${#single} B): $single"
 log "hello answer (${#hello} B), bulk answer: $bulk_bytes B"
 
@@ -209,7 +289,7 @@ run() {
   local secs=${2%s} pid busy0 srv0 t0 timing
   if [ "$1" = baseline ]; then pid=$hello_pid; else pid=$vexil_pid; fi
   busy0=$(cpu_busy); srv0=$(proc_cpu "$pid"); t0=$(date +%s.%N)
-  timing=$( { TIMEFORMAT='%3U %3S'; time timeout $((secs + 30)) "${nice_cmd[@]}" wrk -t"$THREADS" \
+  timing=$( { TIMEFORMAT='%3U %3S'; time timeout $((secs + 30)) "${wrk_pin[@]}" "${prio_cmd[@]}" wrk -t"$THREADS" \
     -c"$CONNECTIONS" -d"$2" --timeout 5s --latency -s "$LUA" "${url[$1]}" -- "$CONTEXT" \
     >"$3" 2>&1; } 2>&1 ) || die "wrk failed: $(cat "$3")"
   local line
@@ -230,7 +310,7 @@ log "warm-up: $WARMUP per endpoint"
 for n in "${names[@]}"; do run "$n" "$WARMUP" "$OUT_DIR/warmup-$n.txt" >/dev/null; done
 
 results=$OUT_DIR/results.tsv
-printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\twrk_cpu\tother_cpu\tserver_us\twrk_us\n' >"$results"
+printf 'repeat\tscenario\trps\tp50_us\tp99_us\trequests\tserver_cpu\twrk_cpu\tother_cpu\tserver_us\twrk_us\tp999_us\tmax_us\n' >"$results"
 for r in $(seq "$REPEATS"); do
   for n in "${names[@]}"; do
     # A run during which other processes took more than MAX_OTHER% of the cores is redone
@@ -244,7 +324,7 @@ for r in $(seq "$REPEATS"); do
       [ "$attempt" -gt "$RETRIES" ] || log "  other processes used $(field "$line" other)% of the cores; redoing the run"
     done
     printf '%s\t%s' "$r" "$n" >>"$results"
-    for f in rps p50_us p99_us requests server wrk other server_us wrk_us; do
+    for f in rps p50_us p99_us requests server wrk other server_us wrk_us p999_us max_us; do
       printf '\t%s' "$(field "$line" "$f")" >>"$results"
     done
     printf '\n' >>"$results"
@@ -260,26 +340,31 @@ median() { # median of the column $2 for scenario $1
 ms() { awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }'; }
 
 echo
-echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $REPEATS repeats (alternating), load generator and servers share the cores${nice_cmd[*]:+, run under ${nice_cmd[*]}}${WORKERS:+, TOKIO_WORKER_THREADS=$WORKERS}"
+if [ "$PIN" = 1 ]; then
+  placement="server under test pinned to CPU $SERVER_CPU, wrk to CPU $WRK_CPU"
+else
+  placement="load generator and servers share the cores"
+fi
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $REPEATS repeats (alternating); $placement; servers and wrk at $prio_desc${WORKERS:+; TOKIO_WORKER_THREADS=$WORKERS}"
 echo
 echo "All repeats:"
 echo
-echo "CPU: share of all $cores cores used by the server, by wrk, and by anything else during the run."
+echo "CPU: share of all $cores cores used by the server, by wrk, and by anything else during the run${server_pin[*]:+ (pinned, server and wrk can each use at most one core: $((100 / cores))%)}."
 echo
-echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | CPU server / wrk / other | server CPU µs/req | wrk CPU µs/req |"
-echo "|---:|---|---:|---:|---:|---|---:|---:|"
-awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %s%% / %s%% / %s%% | %s | %s |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $7, $8, $9, $10, $11 }' "$results"
+echo "| repeat | scenario | req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | CPU server / wrk / other | server CPU µs/req | wrk CPU µs/req |"
+echo "|---:|---|---:|---:|---:|---:|---:|---|---:|---:|"
+awk -F'\t' 'NR > 1 { printf "| %s | %s | %.0f | %.3f | %.3f | %.3f | %.3f | %s%% / %s%% / %s%% | %s | %s |\n", $1, $2, $3, $4 / 1000, $5 / 1000, $12 / 1000, $13 / 1000, $7, $8, $9, $10, $11 }' "$results"
 echo
 echo "Medians:"
 echo
-echo "| scenario | req/s | p50 (ms) | p99 (ms) | ratio vs baseline | server CPU µs/req |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| scenario | req/s | p50 (ms) | p99 (ms) | p99.9 (ms) | ratio vs baseline | server CPU µs/req |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 base_rps=$(median baseline 3)
 for n in "${names[@]}"; do
   rps=$(median "$n" 3)
-  printf '| %s | %.0f | %s | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
-    "$(ms "$(median "$n" 5)")" "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')" \
-    "$(median "$n" 10)"
+  printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${label[$n]}" "$rps" "$(ms "$(median "$n" 4)")" \
+    "$(ms "$(median "$n" 5)")" "$(ms "$(median "$n" 12)")" \
+    "$(awk -v a="$rps" -v b="$base_rps" 'BEGIN { printf "%.1f%%", 100 * a / b }')" "$(median "$n" 10)"
 done
 echo
 single_ratio=$(awk -v a="$(median single 3)" -v b="$base_rps" 'BEGIN { printf "%.3f", a / b }')

@@ -5,6 +5,7 @@
 -- The body is the first argument after `--` (empty when absent). At the end one
 -- machine-readable line is printed for the driver script:
 --   WRK_RESULT rps=<req/s> p50_us=<µs> p99_us=<µs> requests=<n> non2xx=<n> errors=<n>
+--              p999_us=<µs> max_us=<µs>
 
 local req
 
@@ -21,11 +22,13 @@ function done(summary, latency, requests)
   local e = summary.errors
   local secs = summary.duration / 1e6
   io.write(string.format(
-    "WRK_RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d errors=%d\n",
+    "WRK_RESULT rps=%.1f p50_us=%d p99_us=%d requests=%d non2xx=%d errors=%d p999_us=%d max_us=%d\n",
     summary.requests / secs,
     latency:percentile(50),
     latency:percentile(99),
     summary.requests,
     e.status,
-    e.connect + e.read + e.write + e.timeout))
+    e.connect + e.read + e.write + e.timeout,
+    latency:percentile(99.9),
+    latency.max))
 end
