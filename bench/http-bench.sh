@@ -205,13 +205,14 @@ log "starting vexil-bench-hello on $HOST:$HELLO_PORT"
 hello_pid=$!
 pids+=("$hello_pid")
 
-# How each server really runs: scheduling policy, CPU affinity, tokio worker threads.
+# How each server really runs: scheduling policy and priority, niceness, CPU affinity, and
+# threads (tokio names its workers and its blocking-pool threads alike, so only the total).
 describe() {
-  local workers
-  workers=$(cat /proc/"$1"/task/*/comm 2>/dev/null | grep -c '^tokio-runtime-w' || true)
-  echo "$(chrt -p "$1" 2>/dev/null | sed -n 's/.*scheduling policy: //p' | head -1)," \
+  echo "$(chrt -p "$1" 2>/dev/null | sed -n 's/.*scheduling policy: //p' | head -1)" \
     "priority $(chrt -p "$1" 2>/dev/null | sed -n 's/.*scheduling priority: //p' | head -1)," \
-    "CPUs $(taskset -pc "$1" 2>/dev/null | sed 's/.*: //'), $workers tokio worker(s)"
+    "nice $(ps -o ni= -p "$1" | tr -d ' '), CPUs $(taskset -pc "$1" 2>/dev/null | sed 's/.*: //')," \
+    "$(find /proc/"$1"/task -mindepth 1 -maxdepth 1 | wc -l) threads" \
+    "(TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-unset})"
 }
 
 wait_for 60 "http://$HOST:$VEXIL_PORT/readyz" || die "vexil-server did not become ready (see $OUT_DIR/vexil-server.log)"
