@@ -127,8 +127,9 @@ wait_for() {
 }
 
 log "starting vexil-server on $HOST:$VEXIL_PORT (HTTP) and $HOST:$VEXIL_GRPC_PORT (gRPC)"
+ADMIN_PASSWORD=bench-admin-password
 VEXIL_HTTP_ADDR=$HOST:$VEXIL_PORT VEXIL_GRPC_ADDR=$HOST:$VEXIL_GRPC_PORT VEXIL_DATA=$work/vexil.db \
-  LOG_FORMAT=json RUST_LOG=warn "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
+  VEXIL_ADMIN_PASSWORD=$ADMIN_PASSWORD LOG_FORMAT=json RUST_LOG=warn "$server_bin" >"$OUT_DIR/vexil-server.log" 2>&1 &
 vexil_pid=$!
 pids+=("$vexil_pid")
 log "starting vexil-bench-grpc-hello on $HOST:$HELLO_PORT"
@@ -137,9 +138,18 @@ hello_pid=$!
 pids+=("$hello_pid")
 
 wait_for 60 "http://$HOST:$VEXIL_PORT/readyz" || die "vexil-server did not become ready (see $OUT_DIR/vexil-server.log)"
+# Authenticated as in production: the imports as `admin`, evaluations with an `evaluator` API
+# token (x-api-key metadata).
+session=$(curl -fsS --max-time 30 -X POST -H 'content-type: application/json' \
+  -d "{\"username\":\"admin\",\"password\":\"$ADMIN_PASSWORD\"}" \
+  "http://$HOST:$VEXIL_PORT/api/v1/auth/login" | jq -r .token) || die "login failed"
+API_KEY=$(curl -fsS --max-time 30 -X POST -H 'content-type: application/json' -H "authorization: Bearer $session" \
+  -d '{"name":"bench","role":"evaluator","namespace":"default"}' \
+  "http://$HOST:$VEXIL_PORT/api/v1/tokens" | jq -r .token) || die "token creation failed"
 for f in "${FIXTURES[@]}"; do
   log "importing $(basename "$f")"
-  curl -fsS --max-time 30 -X POST -H 'content-type: application/json' --data-binary "@$f" \
+  curl -fsS --max-time 30 -X POST -H 'content-type: application/json' -H "authorization: Bearer $session" \
+    --data-binary "@$f" \
     "http://$HOST:$VEXIL_PORT/api/v1/namespaces/default/import" >"$OUT_DIR/import-$(basename "$f")" \
     || die "import of $f failed"
 done
@@ -165,7 +175,8 @@ declare -A label=(
   [v2]="flagd v2 ResolveBoolean"
   [v1]="flagd v1 ResolveBoolean"
 )
-GRPC_HEADERS=(-H 'content-type: application/grpc' -H 'te: trailers')
+# The baseline gets the same metadata (and ignores it), so both sides carry the same bytes.
+GRPC_HEADERS=(-H 'content-type: application/grpc' -H 'te: trailers' -H "x-api-key: $API_KEY")
 
 # call NAME → the decoded answer of one real call, after checking grpc-status 0 (curl writes the
 # trailers after the headers in its -D dump) and the answer frame. Sets answer_bytes[NAME], so

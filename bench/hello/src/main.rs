@@ -8,7 +8,8 @@
 //!
 //! Usage: `vexil-bench-hello [ADDR]`; the address falls back to `HELLO_ADDR`, then
 //! `127.0.0.1:8081`. Like `vexil-server`, it runs on tokio's multi-threaded runtime (one worker
-//! per core) and has no middleware, no state and no logging.
+//! per core, or `TOKIO_WORKER_THREADS`), sets TCP_NODELAY on accepted connections, and has no
+//! middleware, no state and no logging.
 
 use std::net::SocketAddr;
 
@@ -17,6 +18,7 @@ use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 
 /// About the size and shape of an OFREP single-flag success body.
 const BODY: &str = r#"{"key":"hello-flag","value":"hello-world","reason":"TARGETING_MATCH","variant":"hello","metadata":{}}"#;
@@ -40,5 +42,10 @@ async fn main() -> std::io::Result<()> {
     let app = Router::new().route("/hello", post(hello));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     eprintln!("vexil-bench-hello listening on {}", listener.local_addr()?);
+    // TCP_NODELAY, exactly as vexil-server's HTTP listener sets it, so the baseline and the
+    // server under test share the same socket behaviour.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }

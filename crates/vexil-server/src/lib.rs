@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use vexil_service::{FlagService, IdentityService};
 
@@ -41,6 +42,14 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    // `axum::serve` leaves Nagle's algorithm on. A response whose head and body go out in separate
+    // writes then waits for the client's delayed ACK (~40 ms), as the gRPC listener did before it
+    // set TCP_NODELAY. A socket that refuses the option still serves, just possibly slower.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an HTTP connection");
+        }
+    });
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());

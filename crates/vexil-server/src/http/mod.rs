@@ -12,12 +12,16 @@ pub mod schema;
 pub mod watch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Request};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use axum::http::{HeaderName, HeaderValue, Request};
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -138,16 +142,76 @@ async fn refuse_oversized(
     resp
 }
 
+/// Request ids for requests that come without one: `<prefix>-<counter>`, both as 16 hex digits.
+/// The prefix is random per router (i.e. per process), the counter counts up from 0, so ids are
+/// unique across restarts without a random draw per request: a UUID v4 cost a `getrandom`
+/// syscall, a `String` and a re-parse on every request.
+#[derive(Debug, Clone)]
+struct SequentialRequestId(Arc<RequestIdSeq>);
+
+#[derive(Debug)]
+struct RequestIdSeq {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl SequentialRequestId {
+    fn new() -> Self {
+        Self(Arc::new(RequestIdSeq {
+            prefix: uuid::Uuid::new_v4().as_u64_pair().0,
+            next: AtomicU64::new(0),
+        }))
+    }
+
+    fn next_id(&self) -> [u8; 33] {
+        // Relaxed: only uniqueness matters, not ordering with other memory.
+        let n = self.0.next.fetch_add(1, Ordering::Relaxed);
+        let mut id = [b'-'; 33];
+        write_hex(self.0.prefix, &mut id[..16]);
+        write_hex(n, &mut id[17..]);
+        id
+    }
+}
+
+/// Writes `n` as 16 lowercase hex digits into `out` (16 bytes).
+fn write_hex(n: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in out.iter_mut().enumerate() {
+        // Masked to 0..16 first, so the cast cannot truncate.
+        *b = DIGITS[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        HeaderValue::from_bytes(&self.next_id())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
 /// The full router: [`api`] plus the 404/405 fallbacks and the middleware.
+///
+/// The middleware is one `ServiceBuilder` stack applied with a single `Router::layer`: each
+/// `Router::layer` call wraps every route in another boxed `Route`, and calling a `Route` clones
+/// its boxed service and boxes its future, so a chain of six cost six of each per request. Outermost first: the timeout, request id
+/// (set, then traced, then copied to the response), the 413 for oversized declared bodies, and
+/// the body limit for the rest.
 pub fn router(state: Arc<AppState>) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let (routes, _) = api().split_for_parts();
-    routes
-        .fallback(ops::not_found)
-        .method_not_allowed_fallback(ops::method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(refuse_oversized))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    let middleware = ServiceBuilder::new()
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        // The timeout answers with an empty body (`Default`), which the traced body below is
+        // not: box it back into axum's body, as a `Router::layer` boundary did.
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(
+            request_id.clone(),
+            SequentialRequestId::new(),
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let id = req
@@ -158,7 +222,41 @@ pub fn router(state: Arc<AppState>) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, Duration::from_secs(30)))
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(axum::middleware::from_fn(refuse_oversized))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT));
+    routes
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_valid_headers_with_a_shared_prefix() {
+        let ids = SequentialRequestId::new();
+        let mut maker = ids.clone();
+        let req = Request::new(());
+        let a = maker.make_request_id(&req).expect("an id");
+        let b = ids.clone().make_request_id(&req).expect("an id");
+        let (a, b) = (
+            a.header_value().to_str().expect("ascii"),
+            b.header_value().to_str().expect("ascii"),
+        );
+        assert_eq!(a.len(), 33);
+        assert_ne!(a, b);
+        assert_eq!(a[..17], b[..17]);
+        assert_eq!(&a[17..], "0000000000000000");
+        assert_eq!(&b[17..], "0000000000000001");
+        assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_hexdigit()));
+        // Another process (router) draws another prefix.
+        assert_ne!(
+            a.as_bytes()[..16],
+            SequentialRequestId::new().next_id()[..16]
+        );
+    }
 }

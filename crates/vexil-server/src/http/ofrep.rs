@@ -13,6 +13,7 @@ use axum::Json;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use vexil_core::{ErrorCode, Resolution};
@@ -150,50 +151,136 @@ async fn read_context(req: Request) -> Result<Value, Response> {
             ),
         ));
     }
-    match body.get("context") {
+    // Moved out, not cloned: the context is the largest part of the request.
+    let context = match body {
+        Value::Object(mut m) => m.remove("context"),
+        _ => None,
+    };
+    match context {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
-        Some(ctx @ Value::Object(_)) => Ok(ctx.clone()),
+        Some(ctx @ Value::Object(_)) => Ok(ctx),
         Some(other) => Err(failure(
             StatusCode::BAD_REQUEST,
             None,
             "INVALID_CONTEXT",
             format!(
                 "context must be an object, found {}",
-                vexil_core::validate::type_name(other)
+                vexil_core::validate::type_name(&other)
             ),
         )),
     }
 }
 
-/// One resolution as an OFREP flag entry: success or failure.
-fn entry(key: &str, r: &Resolution) -> (StatusCode, Value) {
-    let mut m = Map::new();
-    m.insert("key".into(), Value::String(key.to_owned()));
+/// One OFREP flag entry, success or failure, serialized straight from the [`Resolution`] it
+/// borrows: building a `serde_json::Value` tree first cloned every value and metadata map, and
+/// was most of the cost of a bulk answer.
+///
+/// The fields are in alphabetical order, as the `Value` maps wrote them, so the bytes on the wire
+/// are unchanged. A failure has `errorCode`, `errorDetails`, `key` and `metadata`; a success has
+/// `key`, `metadata`, `reason`, `value` (absent in OFREP's code-default form) and `variant`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Entry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_details: Option<&'a str>,
+    key: &'a str,
+    metadata: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    /// A float keeps its decimal point: the borrowed `Value` serializes exactly as it did inside
+    /// a `Value` tree (`1.0`, not `1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
+    /// Always present on a success (possibly `""`): the Python provider rejects a success
+    /// without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<&'a str>,
+}
+
+/// One resolution as an OFREP flag entry, and the status a single evaluation answers it with.
+fn entry<'a>(key: &'a str, r: &'a Resolution) -> (StatusCode, Entry<'a>) {
     if let Some(code) = r.error_code {
-        m.insert("errorCode".into(), Value::String(code.as_str().to_owned()));
-        m.insert(
-            "errorDetails".into(),
-            Value::String(r.error_message.clone().unwrap_or_default()),
-        );
-        m.insert("metadata".into(), Value::Object((*r.metadata).clone()));
         let status = if code == ErrorCode::FlagNotFound {
             StatusCode::NOT_FOUND
         } else {
             StatusCode::BAD_REQUEST
         };
-        return (status, Value::Object(m));
+        let failure = Entry {
+            error_code: Some(code.as_str()),
+            error_details: Some(r.error_message.as_deref().unwrap_or_default()),
+            key,
+            metadata: &r.metadata,
+            reason: None,
+            value: None,
+            variant: None,
+        };
+        return (status, failure);
     }
-    if let Some(v) = &r.value {
-        m.insert("value".into(), (**v).clone());
-    }
-    m.insert("reason".into(), Value::String(r.reason.as_str().to_owned()));
-    m.insert(
-        "variant".into(),
-        Value::String(r.variant.as_deref().unwrap_or_default().to_owned()),
-    );
-    m.insert("metadata".into(), Value::Object((*r.metadata).clone()));
-    (StatusCode::OK, Value::Object(m))
+    let success = Entry {
+        error_code: None,
+        error_details: None,
+        key,
+        metadata: &r.metadata,
+        reason: Some(r.reason.as_str()),
+        value: r.value.as_deref(),
+        variant: Some(r.variant.as_deref().unwrap_or_default()),
+    };
+    (StatusCode::OK, success)
 }
+
+/// A bulk answer: `{"flags": [...], "metadata": {"revision": N}}`.
+#[derive(Debug, Serialize)]
+struct Bulk<'a> {
+    #[serde(serialize_with = "bulk_flags")]
+    flags: &'a vexil_core::evaluate::Evaluations,
+    metadata: BulkMetadata,
+}
+
+#[derive(Debug, Serialize)]
+struct BulkMetadata {
+    revision: u64,
+}
+
+/// Serializes every resolution as its [`Entry`], without collecting them first.
+fn bulk_flags<S: serde::Serializer>(
+    flags: &vexil_core::evaluate::Evaluations,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(flags.iter().map(|(k, r)| entry(k, r).1))
+}
+
+/// A JSON response written into a buffer of about the right size. axum's `Json` starts from
+/// 128 bytes and grows by doubling, which for a bulk answer of ~9 KB is several reallocations
+/// and copies per request.
+fn json_response<T: Serialize>(status: StatusCode, body: &T, capacity: usize) -> Response {
+    let mut buf = Vec::with_capacity(capacity);
+    match serde_json::to_writer(&mut buf, body) {
+        Ok(()) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            buf,
+        )
+            .into_response(),
+        // Only a `Serialize` impl can fail here (ours do not; `Value` maps have string keys).
+        Err(e) => {
+            tracing::error!(error = %e, "could not serialize an OFREP answer");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"errorDetails": "an internal error occurred"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Room for one entry of a typical answer (~90 bytes: key, reason, variant, small value and
+/// metadata), so most answers are written without growing the buffer.
+const ENTRY_CAPACITY: usize = 128;
 
 /// Evaluate one flag (OFREP)
 ///
@@ -220,10 +307,11 @@ pub async fn evaluate_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
     Path(key): Path<String>,
-    headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let ns = namespace(&headers);
+    // The headers are read from the request rather than through a `HeaderMap` extractor, which
+    // would clone them all.
+    let ns = namespace(req.headers());
     let context = match read_context(req).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -234,7 +322,7 @@ pub async fn evaluate_flag(
     match result {
         Ok(out) => {
             let (status, body) = entry(&key, &out.result);
-            (status, Json(body)).into_response()
+            json_response(status, &body, ENTRY_CAPACITY)
         }
         Err(e) => service_failure(e),
     }
@@ -242,53 +330,58 @@ pub async fn evaluate_flag(
 
 /// Canonical JSON: object keys sorted at every level, so equal contexts hash equally whatever
 /// order the client wrote them in.
-fn canonical(v: &Value, out: &mut String) {
+fn canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            out.push('{');
+            out.push(b'{');
             for (i, k) in keys.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String((*k).clone()).to_string());
-                out.push(':');
+                scalar(*k, out);
+                out.push(b':');
                 if let Some(child) = m.get(*k) {
                     canonical(child, out);
                 }
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(a) => {
-            out.push('[');
+            out.push(b'[');
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(x, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => scalar(other, out),
     }
 }
 
+/// Appends a key or a scalar as JSON, without an intermediate `String`.
+fn scalar<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing a string or a `Value` scalar into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+}
+
 fn bulk_etag(ns: &str, revision: u64, context: &Value) -> String {
-    let mut text = String::new();
+    let mut text = Vec::with_capacity(256);
     canonical(context, &mut text);
     let mut h = Sha256::new();
     h.update(ns.as_bytes());
     h.update(b"\0");
     h.update(revision.to_be_bytes());
-    h.update(text.as_bytes());
+    h.update(&text);
     let digest = hex::encode(h.finalize());
     format!("\"{}-{}\"", revision, &digest[..16])
 }
 
-fn matches_etag(headers: &HeaderMap, tag: &str) -> bool {
-    headers
-        .get(header::IF_NONE_MATCH)
+fn matches_etag(if_none_match: Option<&HeaderValue>, tag: &str) -> bool {
+    if_none_match
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.split(',')
@@ -321,10 +414,11 @@ fn matches_etag(headers: &HeaderMap, tag: &str) -> bool {
 pub async fn evaluate_all(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
-    headers: HeaderMap,
     req: Request,
 ) -> Response {
-    let ns = namespace(&headers);
+    // Only these two headers are needed; a `HeaderMap` extractor would clone them all.
+    let ns = namespace(req.headers());
+    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
     let context = match read_context(req).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -340,7 +434,7 @@ pub async fn evaluate_all(
         Err(e) => return service_failure(e),
     };
     let tag = bulk_etag(&ns, revision, &context);
-    if matches_etag(&headers, &tag) {
+    if matches_etag(if_none_match.as_ref(), &tag) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(v) = HeaderValue::from_str(&tag) {
             r.headers_mut().insert(header::ETAG, v);
@@ -349,10 +443,20 @@ pub async fn evaluate_all(
     }
     match app.flags.evaluate_all(&pass, &ns, &context) {
         Ok(out) => {
-            let flags: Vec<Value> = out.result.iter().map(|(k, r)| entry(k, r).1).collect();
-            let tag = bulk_etag(&ns, out.revision, &context);
-            let mut r = Json(json!({ "flags": flags, "metadata": {"revision": out.revision} }))
-                .into_response();
+            // Usually nothing changed in between, and the tag computed above still holds.
+            let tag = if out.revision == revision {
+                tag
+            } else {
+                bulk_etag(&ns, out.revision, &context)
+            };
+            let body = Bulk {
+                flags: &out.result,
+                metadata: BulkMetadata {
+                    revision: out.revision,
+                },
+            };
+            let capacity = 64 + ENTRY_CAPACITY * out.result.len();
+            let mut r = json_response(StatusCode::OK, &body, capacity);
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
@@ -386,9 +490,55 @@ mod tests {
             error_message: None,
             metadata: Arc::default(),
         };
-        let (status, v) = entry("k", &r);
+        let (status, e) = entry("k", &r);
         assert_eq!(status, StatusCode::OK);
+        let v = serde_json::to_value(&e).expect("serializable");
         assert_eq!(v["variant"], "");
         assert!(v.get("value").is_none());
+    }
+
+    /// The borrowing entries write the same bytes the `Value` trees did: keys in alphabetical
+    /// order, floats with their decimal point, failures without reason/value/variant.
+    #[test]
+    fn entries_serialize_as_before() {
+        let mut metadata = Map::new();
+        metadata.insert("owner".into(), json!("payments"));
+        let success = Resolution {
+            value: Some(Arc::new(json!(1.0))),
+            variant: Some("one".into()),
+            reason: vexil_core::Reason::TargetingMatch,
+            error_code: None,
+            error_message: None,
+            metadata: Arc::new(metadata),
+        };
+        let text = serde_json::to_string(&entry("f", &success).1).expect("serializable");
+        assert_eq!(
+            text,
+            r#"{"key":"f","metadata":{"owner":"payments"},"reason":"TARGETING_MATCH","value":1.0,"variant":"one"}"#
+        );
+        let failure = Resolution {
+            value: None,
+            variant: None,
+            reason: vexil_core::Reason::Error,
+            error_code: Some(ErrorCode::ParseError),
+            error_message: Some("bad rule".into()),
+            metadata: Arc::default(),
+        };
+        let (status, e) = entry("g", &failure);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            serde_json::to_string(&e).expect("serializable"),
+            r#"{"errorCode":"PARSE_ERROR","errorDetails":"bad rule","key":"g","metadata":{}}"#
+        );
+        let bulk = Bulk {
+            flags: &vec![("f".into(), success), ("g".into(), failure)],
+            metadata: BulkMetadata { revision: 7 },
+        };
+        let text = serde_json::to_string(&bulk).expect("serializable");
+        assert!(text.starts_with(r#"{"flags":[{"key":"f","#), "{text}");
+        assert!(
+            text.ends_with(r#""key":"g","metadata":{}}],"metadata":{"revision":7}}"#),
+            "{text}"
+        );
     }
 }

@@ -1149,7 +1149,14 @@ async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_a
         }
         found
     };
-    let first = generated(&process.logs());
+    // stdout and stderr are read by separate threads, so the banner may land in the captured
+    // logs a moment after the listening line: poll, with a bound.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut first = generated(&process.logs());
+    while first.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first = generated(&process.logs());
+    }
     assert_eq!(first.len(), 1, "{:#?}", process.logs());
     let token = crate::fixtures::login(&process.base, "admin", &first[0]).await;
     assert!(!token.is_empty());
@@ -1166,8 +1173,9 @@ async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_a
     // A restart on the same store creates nothing and prints nothing.
     assert!(process.terminate(Duration::from_secs(15)).success());
     let again = vexil_testkit::server::ServerProcess::spawn(&opts);
-    assert!(generated(&again.logs()).is_empty(), "{:#?}", again.logs());
     let token = crate::fixtures::login(&again.base, "admin", &first[0]).await;
+    // By now anything printed before the listener opened has been captured.
+    assert!(generated(&again.logs()).is_empty(), "{:#?}", again.logs());
     assert!(!token.is_empty());
 }
 
