@@ -40,10 +40,15 @@ pub struct Config {
     /// PostgreSQL URL: selects the postgres mode (every store in PostgreSQL).
     #[arg(long, env = "DB_URL", hide_env_values = true)]
     pub db_url: Option<String>,
-    /// etcd endpoints, comma-separated (with DB_URL: the distributed mode; not yet available).
-    /// Its value is hidden from `--help` like DB_URL's, since URLs may carry credentials.
+    /// etcd endpoints, comma-separated; with DB_URL, selects the distributed mode (flag state
+    /// in etcd, audit and identity in PostgreSQL). Its value is hidden from `--help` like
+    /// DB_URL's, since URLs may carry credentials.
     #[arg(long, env = "ETCD_ENDPOINTS", hide_env_values = true)]
     pub etcd_endpoints: Option<String>,
+    /// The etcd key prefix under which this deployment keeps its flag state (replicas of one
+    /// deployment share it; several deployments may share a cluster with different prefixes).
+    #[arg(long, env = "ETCD_PREFIX", default_value = "/vexil/")]
+    pub etcd_prefix: String,
     /// `json` or `pretty`; defaults to pretty on a terminal, JSON otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

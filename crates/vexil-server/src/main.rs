@@ -21,16 +21,39 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(config.log_format);
 
-    // 2. Stores: DB_URL alone selects the postgres mode, neither it nor ETCD_ENDPOINTS the
-    //    embedded SQLite store.
-    if config.etcd_endpoints.is_some() {
-        bail!(
-            "ETCD_ENDPOINTS selects the distributed mode, which this build does not provide yet; unset it to use DB_URL (the postgres mode) or the embedded SQLite store"
-        );
-    }
+    // 2. Stores: DB_URL and ETCD_ENDPOINTS select the distributed mode, DB_URL alone the
+    //    postgres mode, neither the embedded SQLite store.
     let jwt_secret = jwt_secret(&config)?;
-    let (store, identity_store): (Arc<dyn Store>, Arc<dyn IdentityStore>) =
-        if let Some(url) = &config.db_url {
+    let (store, identity_store): (Arc<dyn Store>, Arc<dyn IdentityStore>) = match (
+        &config.db_url,
+        &config.etcd_endpoints,
+    ) {
+        (Some(url), Some(endpoints)) => {
+            let endpoints: Vec<String> = endpoints
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if endpoints.is_empty() {
+                bail!("ETCD_ENDPOINTS names no endpoint");
+            }
+            let store = Arc::new(
+                vexil_store::distributed::DistributedStore::connect(
+                    &endpoints,
+                    &config.etcd_prefix,
+                    url,
+                )
+                .await
+                .context("connecting to etcd (ETCD_ENDPOINTS) and PostgreSQL (DB_URL)")?,
+            );
+            tracing::info!(etcd_members = endpoints.len(), prefix = %config.etcd_prefix, "distributed mode: flag state in etcd, audit and identity in PostgreSQL");
+            (store.clone(), store)
+        }
+        (None, Some(_)) => bail!(
+            "ETCD_ENDPOINTS needs DB_URL too: the distributed mode keeps flag state in etcd and audit, users and tokens in PostgreSQL"
+        ),
+        (Some(url), None) => {
             // The URL may carry a password: it is never logged.
             let store = Arc::new(
                 vexil_store::postgres::PostgresStore::connect(url)
@@ -39,7 +62,8 @@ async fn main() -> anyhow::Result<()> {
             );
             tracing::info!("PostgreSQL store connected");
             (store.clone(), store)
-        } else {
+        }
+        (None, None) => {
             let store = Arc::new(
                 vexil_store::sqlite::SqliteStore::open(&config.data)
                     .await
@@ -49,7 +73,8 @@ async fn main() -> anyhow::Result<()> {
             );
             tracing::info!(path = %config.data.display(), "embedded SQLite store open");
             (store.clone(), store)
-        };
+        }
+    };
 
     // 3. Services: the snapshot is loaded before any listener opens, so readiness is honest.
     let fractional = match config.fractional {

@@ -13,6 +13,7 @@
 //! | `<prefix>change/<rev:020>/<ordinal:06>` | one [`Change`] (JSON), ordered by revision then batch order |
 //! | `<prefix>audit/head` | `{"seq": n, "hash": "…"}` of the last audit event |
 //! | `<prefix>audit/seq/<seq:020>` | one commit's stored [`AuditEvent`]s (a JSON array, with `seq` and hash chain), under the `seq` of its last event |
+//! | `<prefix>outbox/<rev:020>/<first event id>` | [`AuditMode::Outbox`] only: one commit's [`AuditEvent`]s (a JSON array, not yet sequenced), waiting for the relay |
 //!
 //! Keys are valid namespace/flag/segment keys (no `/`), so the prefixes never overlap, and
 //! etcd's byte order of keys is the listing order the conformance suite pins.
@@ -31,11 +32,13 @@
 //! counter and every commit compares it, commits are serialised through the counter: revisions
 //! are gap-free and increasing, and a namespace's emptiness check cannot race a flag create.
 //!
-//! In the distributed deployment the audit events would go to an outbox key relayed to
-//! PostgreSQL; that relay is not built yet, so the audit log lives here, standalone, with the
-//! same `seq` and hash chain as the SQL backends. Unlike them, it does not reject a repeated
-//! event id (that would take a key per event, and a txn is capped in operations; see Limits):
-//! ids stay the idempotency key the future relay deduplicates on.
+//! Where the audit events go depends on the [`AuditMode`]. Standalone ([`AuditMode::Chain`]),
+//! the audit log lives here, with the same `seq` and hash chain as the SQL backends; unlike
+//! them, it does not reject a repeated event id (that would take a key per event, and a txn is
+//! capped in operations; see Limits). In the distributed deployment ([`AuditMode::Outbox`])
+//! each commit's events go to one outbox key in the same txn as the change, and
+//! [`crate::distributed`] relays them into PostgreSQL, deduplicating on event ids: the outbox
+//! takes no audit-head compare, so audit adds no contention between writers.
 //!
 //! # Change feed
 //!
@@ -91,6 +94,24 @@ const MAX_LIMIT: usize = 1000;
 /// Keys per range read when filtering audit events in this process.
 const AUDIT_BATCH: i64 = 500;
 
+/// Where a commit's audit events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditMode {
+    /// A hash-chained audit log in etcd itself (the store stands alone).
+    Chain,
+    /// An outbox key per commit, for a relay to move elsewhere ([`EtcdStore::outbox`]).
+    Outbox,
+}
+
+/// One commit's audit events waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    /// The etcd key (sorts in commit order).
+    pub key: String,
+    /// The events, as the writer recorded them (`seq` 0, no hashes).
+    pub events: Vec<AuditEvent>,
+}
+
 /// The etcd store. Cheap to clone: clones share the client and the subscription task.
 #[derive(Clone)]
 pub struct EtcdStore {
@@ -110,6 +131,7 @@ struct Inner {
     keys: Keys,
     revision_tx: Arc<watch::Sender<Revision>>,
     follower: tokio::task::AbortHandle,
+    audit_mode: AuditMode,
 }
 
 impl Drop for Inner {
@@ -126,6 +148,18 @@ impl EtcdStore {
     /// # Errors
     /// [`StoreError::Unavailable`] when etcd cannot be reached.
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, prefix, AuditMode::Chain).await
+    }
+
+    /// As [`EtcdStore::connect`], with the audit events going where `audit_mode` says.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when etcd cannot be reached.
+    pub async fn connect_with(
+        endpoints: &[String],
+        prefix: &str,
+        audit_mode: AuditMode,
+    ) -> Result<Self, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -151,8 +185,65 @@ impl EtcdStore {
                 keys,
                 revision_tx,
                 follower,
+                audit_mode,
             }),
         })
+    }
+
+    /// Up to `limit` outbox entries, oldest commit first.
+    ///
+    /// # Errors
+    /// Unavailable / Internal.
+    pub async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let prefix = self.keys().outbox_prefix();
+        let end = prefix_end(&prefix);
+        let resp = self
+            .kv()
+            .get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_range(end)
+                        .with_limit(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ),
+            )
+            .await
+            .map_err(from_etcd)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8(kv.key().to_vec())
+                    .map_err(|e| internal(format!("etcd: an outbox key is not UTF-8: {e}")))?;
+                let events = decode(kv.value(), "outbox entry")?;
+                Ok(OutboxEntry { key, events })
+            })
+            .collect()
+    }
+
+    /// Deletes outbox entries (after their events are recorded elsewhere). Deleting a key that
+    /// is already gone is not an error, so two relays may both remove an entry.
+    ///
+    /// # Errors
+    /// Unavailable / Internal; some keys may then be deleted and others not, which a later
+    /// relay handles (it skips events already recorded).
+    pub async fn remove_outbox(&self, keys: &[String]) -> Result<(), StoreError> {
+        // A txn is capped at `--max-txn-ops` (128 by default).
+        for chunk in keys.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|k| TxnOp::delete(k.as_str(), None))
+                .collect::<Vec<_>>();
+            self.kv()
+                .txn(Txn::new().and_then(ops))
+                .await
+                .map_err(from_etcd)?;
+        }
+        Ok(())
+    }
+
+    /// The outbox key a commit at `revision` whose first audit event is `first_event_id` uses.
+    pub fn outbox_key(&self, revision: Revision, first_event_id: &str) -> String {
+        self.keys().outbox(revision, first_event_id)
     }
 
     /// The key prefix this store uses.
@@ -231,6 +322,12 @@ impl Keys {
     }
     fn audit_prefix(&self) -> String {
         format!("{}audit/seq/", self.prefix)
+    }
+    fn outbox(&self, revision: Revision, first_event_id: &str) -> String {
+        format!("{}outbox/{revision:020}/{first_event_id}", self.prefix)
+    }
+    fn outbox_prefix(&self) -> String {
+        format!("{}outbox/", self.prefix)
     }
 }
 
@@ -703,6 +800,12 @@ impl EtcdStore {
         }
         let stored = if audit.is_empty() {
             Vec::new()
+        } else if self.inner.audit_mode == AuditMode::Outbox {
+            // Event ids are unique, so the key is new: no compare needed.
+            let doc = serde_json::to_vec(audit)
+                .map_err(|e| internal(format!("etcd: encoding audit events: {e}")))?;
+            ops.push(TxnOp::put(keys.outbox(revision, &audit[0].id), doc, None));
+            audit.to_vec()
         } else {
             self.append_audit(&mut kv, at, audit, &mut compares, &mut ops)
                 .await?

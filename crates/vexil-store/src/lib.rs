@@ -10,6 +10,7 @@
 //! import and kill switches are all batches, so "a change and its audit record commit together
 //! or not at all" holds by construction.
 
+pub mod distributed;
 pub mod etcd;
 mod identity;
 pub mod postgres;

@@ -168,6 +168,30 @@ impl PostgresStore {
         })
     }
 
+    /// Records audit events that were committed elsewhere, exactly once each: the relay of the
+    /// distributed mode moves events from etcd's outbox here, and may deliver an event again
+    /// after a crash or alongside another replica's relay. Events whose id is already recorded
+    /// (or repeated in `events`) are skipped; the rest join the hash chain in the given order.
+    ///
+    /// Returns every given event as stored (with `seq` and hashes), in the given order, a
+    /// repeated id once. Idempotent: a second call with the same events writes nothing and
+    /// returns the same result.
+    ///
+    /// # Errors
+    /// Unavailable / Internal; nothing is written then.
+    pub async fn record_relayed_audit(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let _writer = self.inner.writer_turn().await?;
+        self.inner
+            .transact(|conn| Box::pin(write::record_relayed(conn, events.clone())))
+            .await
+    }
+
     /// Stops following the feed and closes the pool, waiting for in-flight work. Optional:
     /// dropping the store is also safe.
     pub async fn close(&self) {

@@ -513,6 +513,45 @@ async fn delete_scoped(
     })
 }
 
+/// Records events committed elsewhere (the distributed mode's etcd outbox) exactly once each:
+/// events whose id is already in the log, or repeated within `events`, are not appended again.
+/// Returns every given event as the log holds it, in the given order (a repeated id once).
+pub(super) async fn record_relayed(
+    conn: &mut PgConnection,
+    events: Vec<AuditEvent>,
+) -> Result<Vec<AuditEvent>, TxError> {
+    // The same lock as every commit, so the chain's tail cannot move under us and two relays
+    // (two replicas) cannot both decide that an id is new.
+    lock_commits(conn).await?;
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, doc FROM audit_events WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut known = std::collections::HashMap::with_capacity(events.len());
+    for (id, doc) in rows {
+        known.insert(id, decode::<AuditEvent>(&doc, "audit event")?);
+    }
+    let mut seen = BTreeSet::new();
+    let order: Vec<String> = events
+        .iter()
+        .filter(|e| seen.insert(e.id.clone()))
+        .map(|e| e.id.clone())
+        .collect();
+    let fresh: Vec<AuditEvent> = {
+        let mut taken = BTreeSet::new();
+        events
+            .into_iter()
+            .filter(|e| !known.contains_key(&e.id) && taken.insert(e.id.clone()))
+            .collect()
+    };
+    for event in append_audit(conn, fresh, None).await? {
+        known.insert(event.id.clone(), event);
+    }
+    Ok(order.iter().filter_map(|id| known.remove(id)).collect())
+}
+
 /// Appends audit events after the last one, assigning `seq`, `prev_hash` and `hash`. The
 /// revision row lock the caller holds makes "the last one" stable until this commits.
 pub(super) async fn append_audit(

@@ -4,6 +4,7 @@
 //! from `vexil_testkit::etcd`).
 
 mod conformance;
+mod distributed;
 mod etcd;
 mod postgres;
 mod sqlite;
