@@ -1428,6 +1428,13 @@ impl FlagService {
         Ok(self.store.current_revision().await?)
     }
 
+    /// The audit relay's state in the distributed mode (`None` in the modes that record audit
+    /// events in the commit itself): whether it reaches the audit log, and how many commits'
+    /// events wait in the outbox. No I/O.
+    pub fn audit_relay(&self) -> Option<vexil_store::RelayStatus> {
+        self.store.relay_status()
+    }
+
     // ---------------------------------------------------------------- evaluation
 
     fn snapshot(&self, ns: &str) -> Result<Arc<NamespaceSnapshot>, ServiceError> {

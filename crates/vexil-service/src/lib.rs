@@ -23,6 +23,7 @@ pub use identity::{
 };
 pub use principal::{Pass, Permission, Principal, RequestMeta};
 pub use snapshot::{NamespaceSnapshot, SnapshotCache};
+pub use vexil_store::RelayStatus;
 
 /// The stores a service needs, as trait objects chosen once at start-up.
 pub trait Store:

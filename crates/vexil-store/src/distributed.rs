@@ -30,7 +30,8 @@ use crate::etcd::{AuditMode, EtcdStore, OutboxEntry};
 use crate::postgres::PostgresStore;
 use crate::{
     AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, StoreError, Write,
+    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, RelayStatus, StoreError,
+    Write,
 };
 
 /// How long a commit waits for its own events to reach PostgreSQL before leaving them to the
@@ -80,16 +81,6 @@ struct Relay {
     kick: Notify,
     /// Outbox entries left after the last relay (0: drained), for readiness and metrics.
     pending: watch::Sender<usize>,
-}
-
-/// The relay's state, for readiness and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RelayStatus {
-    /// Whether the last relay attempt reached PostgreSQL.
-    pub healthy: bool,
-    /// Outbox entries (commits) seen waiting after the last attempt; a lower bound when
-    /// PostgreSQL is unreachable.
-    pub pending: usize,
 }
 
 impl DistributedStore {
@@ -366,6 +357,10 @@ impl ChangeFeed for DistributedStore {
 impl AuditStore for DistributedStore {
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         self.postgres().list_audit(query).await
+    }
+
+    fn relay_status(&self) -> Option<RelayStatus> {
+        Some(DistributedStore::relay_status(self))
     }
 }
 

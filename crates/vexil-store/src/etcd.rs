@@ -87,6 +87,22 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connection timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an idempotent read, or a commit known not to have been applied, keeps being tried
+/// while etcd is unreachable. When a member goes down the client routes around it only after a
+/// request to it has failed, and when the leader goes down the others need an election
+/// (about a second with 500 ms election timeouts): both are ridden out. When every member is
+/// down the caller gets `Unavailable` after this long (the API answers 503).
+const UNAVAILABLE_BUDGET: Duration = Duration::from_millis(2500);
+
+/// The pause before such a retry (times the attempt number, at most [`MAX_RETRY_PAUSE`]).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(400);
+
+/// The pause before retry number `tries`.
+fn retry_pause(tries: u32) -> Duration {
+    (RETRY_PAUSE * tries).min(MAX_RETRY_PAUSE)
+}
+
 /// Listing defaults (the trait's documented values).
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -409,6 +425,29 @@ struct AuditHead {
     hash: String,
 }
 
+/// Runs an idempotent etcd request, again after a short pause when etcd is unreachable (see
+/// [`UNAVAILABLE_ATTEMPTS`]).
+async fn retrying<T, F, Fut>(mut request: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match request().await.map_err(from_etcd) {
+            Err(StoreError::Unavailable { message })
+                if started.elapsed() + retry_pause(tries) < UNAVAILABLE_BUDGET =>
+            {
+                tracing::debug!(error = %message, tries, "etcd: read failed; retrying");
+                tokio::time::sleep(retry_pause(tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Reads the revision counter (at etcd revision `at`, 0 for the latest): its value, its
 /// `mod_revision` (0 when absent), and the etcd revision the read saw.
 async fn read_counter(
@@ -416,10 +455,13 @@ async fn read_counter(
     keys: &Keys,
     at: i64,
 ) -> Result<(Revision, i64, i64), StoreError> {
-    let resp = kv
-        .get(keys.rev(), Some(GetOptions::new().with_revision(at)))
-        .await
-        .map_err(from_etcd)?;
+    let key = keys.rev();
+    let resp = retrying(|| {
+        let mut kv = kv.clone();
+        let key = key.clone();
+        async move { kv.get(key, Some(GetOptions::new().with_revision(at))).await }
+    })
+    .await?;
     let header = resp
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
@@ -442,10 +484,11 @@ async fn get_at(
     key: &str,
     at: i64,
 ) -> Result<Option<(Vec<u8>, i64)>, StoreError> {
-    let resp = kv
-        .get(key, Some(GetOptions::new().with_revision(at)))
-        .await
-        .map_err(from_etcd)?;
+    let resp = retrying(|| {
+        let mut kv = kv.clone();
+        async move { kv.get(key, Some(GetOptions::new().with_revision(at))).await }
+    })
+    .await?;
     Ok(resp
         .kvs()
         .first()
@@ -459,13 +502,19 @@ async fn range_at(
     end: Vec<u8>,
     at: i64,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-    let resp = kv
-        .get(
-            from,
-            Some(GetOptions::new().with_range(end).with_revision(at)),
-        )
-        .await
-        .map_err(from_etcd)?;
+    let from: Vec<u8> = from.into();
+    let resp = retrying(|| {
+        let mut kv = kv.clone();
+        let (from, end) = (from.clone(), end.clone());
+        async move {
+            kv.get(
+                from,
+                Some(GetOptions::new().with_range(end).with_revision(at)),
+            )
+            .await
+        }
+    })
+    .await?;
     resp.kvs()
         .iter()
         .map(|kv| {
@@ -766,6 +815,7 @@ impl EtcdStore {
             counter_seen,
         )];
         let mut ops = Vec::new();
+        let mut first_change = None;
         let mut results = Vec::with_capacity(writes.len());
         for (ordinal, write) in writes.iter().cloned().enumerate() {
             let (kind, namespace, key, after) = attempt.apply(write).await?;
@@ -778,6 +828,9 @@ impl EtcdStore {
             };
             let text = serde_json::to_vec(&change)
                 .map_err(|e| internal(format!("etcd: encoding a change: {e}")))?;
+            if ordinal == 0 {
+                first_change = Some(text.clone());
+            }
             ops.push(TxnOp::put(keys.change(revision, ordinal), text, None));
             results.push(after);
         }
@@ -810,10 +863,27 @@ impl EtcdStore {
             self.append_audit(&mut kv, at, audit, &mut compares, &mut ops)
                 .await?
         };
-        let resp = kv
-            .txn(Txn::new().when(compares).and_then(ops))
-            .await
-            .map_err(from_etcd)?;
+        let resp = match kv.txn(Txn::new().when(compares).and_then(ops)).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // The txn may or may not have been applied (the connection can fail after
+                // etcd received it). A batch with writes can tell: its first change entry is
+                // at `revision` exactly when it was applied.
+                let err = from_etcd(e);
+                let Some(ours) = first_change else {
+                    return Err(err);
+                };
+                return match get_at(&mut kv, &keys.change(revision, 0), 0).await? {
+                    Some((found, _)) if found == ours => Ok(Outcome::Committed(Committed {
+                        revision,
+                        results,
+                        audit: stored,
+                    })),
+                    Some(_) => Ok(Outcome::Lost),
+                    None => Err(err),
+                };
+            }
+        };
         if !resp.succeeded() {
             return Ok(Outcome::Lost);
         }
@@ -886,8 +956,24 @@ impl FlagStore for EtcdStore {
                 audit: Vec::new(),
             });
         }
+        let started = tokio::time::Instant::now();
+        let mut unavailable = 0;
         for attempt in 0..MAX_ATTEMPTS {
-            match self.attempt(&writes, &audit).await? {
+            let outcome = match self.attempt(&writes, &audit).await {
+                Ok(outcome) => outcome,
+                // Nothing was written (see `attempt`): a member may just have gone down, and
+                // the next try goes to another one.
+                Err(StoreError::Unavailable { message })
+                    if started.elapsed() + retry_pause(unavailable + 1) < UNAVAILABLE_BUDGET =>
+                {
+                    unavailable += 1;
+                    tracing::debug!(error = %message, "etcd: commit could not reach etcd; retrying");
+                    tokio::time::sleep(retry_pause(unavailable)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match outcome {
                 Outcome::Committed(committed) => {
                     self.publish(committed.revision);
                     return Ok(committed);

@@ -340,6 +340,16 @@ pub trait ChangeFeed: Send + Sync + 'static {
     fn subscribe(&self) -> tokio::sync::watch::Receiver<Revision>;
 }
 
+/// Where audit events stand in a store that commits them in one place and records them in
+/// another (the distributed mode's outbox relay, [`distributed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// Whether the last relay attempt reached the audit log.
+    pub healthy: bool,
+    /// Commits whose events were seen waiting after the last attempt.
+    pub pending: usize,
+}
+
 /// The audit log (appends happen inside [`FlagStore::commit`]).
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
@@ -348,6 +358,12 @@ pub trait AuditStore: Send + Sync + 'static {
     /// # Errors
     /// Unavailable / Internal.
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// The relay's state, for a store whose commits reach the audit log through a relay;
+    /// `None` (the default) for stores that append in the commit itself. Cheap, no I/O.
+    fn relay_status(&self) -> Option<RelayStatus> {
+        None
+    }
 }
 
 /// One identity write. Identity is small (users, custom roles, bindings, tokens), so it is read

@@ -56,28 +56,33 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         app.flags.store_revision(),
     )
     .await;
-    match probe {
-        Ok(Ok(store_revision)) => Json(json!({
+    let mut body = match &probe {
+        Ok(Ok(store_revision)) => json!({
             "status": "ready",
             "revision": applied,
             "storeRevision": store_revision,
             "lag": store_revision.saturating_sub(applied),
             "stalenessSeconds": staleness,
             "namespaces": namespaces,
-        }))
-        .into_response(),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "degraded",
-                "revision": applied,
-                "store": "unreachable",
-                "stalenessSeconds": staleness,
-                "namespaces": namespaces,
-            })),
-        )
-            .into_response(),
+        }),
+        _ => json!({
+            "status": "degraded",
+            "revision": applied,
+            "store": "unreachable",
+            "stalenessSeconds": staleness,
+            "namespaces": namespaces,
+        }),
+    };
+    // The relay's state is reported but does not make the replica unready: evaluation and
+    // flag writes work while audit events wait in the outbox.
+    if let Some(relay) = app.flags.audit_relay() {
+        body["auditRelay"] = json!({"healthy": relay.healthy, "pending": relay.pending});
     }
+    let status = match probe {
+        Ok(Ok(_)) => StatusCode::OK,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Prometheus metrics
@@ -177,6 +182,20 @@ pub async fn metrics(
         "Seconds since the snapshot last matched the store",
         stale,
     );
+    if let Some(relay) = app.flags.audit_relay() {
+        gauge(
+            &mut registry,
+            "audit_relay_up",
+            "Whether the audit relay last reached PostgreSQL (distributed mode)",
+            i64::from(relay.healthy),
+        );
+        gauge(
+            &mut registry,
+            "audit_outbox_pending",
+            "Commits whose audit events wait in the etcd outbox (distributed mode)",
+            i64::try_from(relay.pending).unwrap_or(i64::MAX),
+        );
+    }
     let identity = i64::try_from(app.identity.applied()).unwrap_or(i64::MAX);
     gauge(
         &mut registry,

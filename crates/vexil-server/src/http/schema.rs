@@ -1185,6 +1185,20 @@ pub struct Readiness {
     staleness_seconds: f64,
     /// How many namespaces the snapshot holds.
     namespaces: u64,
+    /// Distributed mode only: the audit relay from etcd's outbox to PostgreSQL. It does not
+    /// affect readiness (flag writes succeed while events wait in the outbox).
+    #[schema(required = false)]
+    audit_relay: AuditRelay,
+}
+
+/// The audit relay's state.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct AuditRelay {
+    /// Whether its last attempt reached PostgreSQL.
+    healthy: bool,
+    /// Commits whose audit events wait in the outbox.
+    pending: u64,
 }
 
 // ------------------------------------------------------------------ parameters

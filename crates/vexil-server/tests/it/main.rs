@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod conformance;
 mod crud;
+mod distributed;
 mod flagd_clients;
 mod grpc;
 mod grpc_identity;
