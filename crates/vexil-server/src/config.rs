@@ -77,6 +77,10 @@ pub struct Config {
     /// Serve `/metrics` without credentials (otherwise it needs `flag:read` in `*`).
     #[arg(long, env = "VEXIL_METRICS_PUBLIC", default_value_t = false)]
     pub metrics_public: bool,
+    /// Milliseconds a WebSocket watcher may leave one frame unread before the stream is closed
+    /// (code 4008): a consumer that falls behind is cut off, not buffered for.
+    #[arg(long, env = "VEXIL_WATCH_SEND_TIMEOUT_MS", default_value_t = 10_000)]
+    pub watch_send_timeout_ms: u64,
     /// Seconds to drain in-flight requests after SIGINT/SIGTERM.
     #[arg(long, env = "VEXIL_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,

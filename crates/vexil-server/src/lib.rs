@@ -27,6 +27,9 @@ pub struct AppState {
     pub identity: IdentityService,
     /// Serve `/metrics` without credentials (`VEXIL_METRICS_PUBLIC`).
     pub metrics_public: bool,
+    /// How long a WebSocket watcher may leave a frame unread before it is closed
+    /// (`VEXIL_WATCH_SEND_TIMEOUT_MS`).
+    pub watch_send_timeout: std::time::Duration,
 }
 
 /// Serves HTTP on `listener` until `shutdown` resolves, then stops accepting, drains in-flight

@@ -156,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
         flags,
         identity,
         metrics_public: config.metrics_public,
+        watch_send_timeout: Duration::from_millis(config.watch_send_timeout_ms.max(1)),
     });
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_addr)
         .await

@@ -1,6 +1,7 @@
 //! `vexil-store` owns persistence: the storage traits, in domain terms and split by capability,
-//! and their backends (SQLite, PostgreSQL and etcd, all passing the same conformance suite). It
-//! owns migrations and change feeds.
+//! and their backends (SQLite, PostgreSQL and etcd, all passing the same conformance suite), plus
+//! the distributed mode's composition of etcd and PostgreSQL with its audit relay
+//! ([`distributed`]). It owns migrations and change feeds.
 //!
 //! It must not depend on any transport (axum, tonic) or on the service layer. Driver errors
 //! never leave this crate: every backend maps them to [`StoreError`].

@@ -5,7 +5,7 @@
 //! revision; after that, and when resuming from a revision the log still holds, it sends one
 //! `change` frame per changed resource, in revision order. The server pings every
 //! [`PING_EVERY`]; client pings are answered. A consumer that cannot take a frame within
-//! [`SEND_TIMEOUT`] is closed with code 4008 ("consumer too slow") instead of being buffered
+//! `VEXIL_WATCH_SEND_TIMEOUT_MS` (10 s by default) is closed with code 4008 ("consumer too slow") instead of being buffered
 //! for: the stream holds at most one batch of changes in memory.
 
 use std::sync::Arc;
@@ -28,9 +28,6 @@ use crate::AppState;
 
 /// Server ping interval.
 pub const PING_EVERY: Duration = Duration::from_secs(15);
-
-/// How long one frame may wait for the consumer before the stream is closed.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Close code for a consumer that falls behind.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
@@ -88,8 +85,8 @@ fn text(v: &Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
-async fn send(socket: &mut WebSocket, msg: Message) -> Result<(), ()> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(msg)).await {
+async fn send(socket: &mut WebSocket, msg: Message, timeout: Duration) -> Result<(), ()> {
+    match tokio::time::timeout(timeout, socket.send(msg)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),
         Err(_) => {
@@ -128,7 +125,10 @@ async fn stream(
                     "flags": state.flags,
                     "segments": state.segments,
                 });
-                if send(&mut socket, text(&frame)).await.is_err() {
+                if send(&mut socket, text(&frame), app.watch_send_timeout)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -136,6 +136,7 @@ async fn stream(
                 let _ = send(
                     &mut socket,
                     text(&json!({"type": "error", "message": e.to_string()})),
+                    app.watch_send_timeout,
                 )
                 .await;
                 return;
@@ -168,7 +169,10 @@ async fn stream(
                     "deleted": c.after.is_none(),
                     "after": c.after,
                 });
-                if send(&mut socket, text(&frame)).await.is_err() {
+                if send(&mut socket, text(&frame), app.watch_send_timeout)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -192,7 +196,7 @@ async fn stream(
                 }
             }
             _ = ping.tick() => {
-                if send(&mut socket, Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                if send(&mut socket, Message::Ping(axum::body::Bytes::new()), app.watch_send_timeout).await.is_err() {
                     return;
                 }
             }

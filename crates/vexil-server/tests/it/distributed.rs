@@ -10,13 +10,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 use vexil_testkit::etcd::EtcdCluster;
 use vexil_testkit::postgres::{PrivateCluster, fresh_database};
 
-use crate::fixtures::{Server, bool_flag, send};
+use crate::fixtures::{Server, Ws, bool_flag, next_json_within, send, ws_connect};
 
 /// Replicas must share the session signing key (it is required with DB_URL).
 const SHARED_JWT_SECRET: &str = "replicas-share-this-secret-0123456789abcdef";
@@ -85,43 +83,12 @@ async fn await_evaluation(
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// A watcher on `default` at `s`, past its initial snapshot frame.
 async fn watch(s: &Server) -> Ws {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let url = format!(
-        "{}/api/v1/namespaces/default/watch",
-        s.process.base.replace("http://", "ws://")
-    );
-    let mut req = url.into_client_request().expect("ws url");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", s.token).parse().expect("header"),
-    );
-    let mut ws = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("websocket connect")
-        .0;
-    let first = next_json(&mut ws, Duration::from_secs(5)).await;
+    let mut ws = ws_connect(s, "/api/v1/namespaces/default/watch").await;
+    let first = next_json_within(&mut ws, Duration::from_secs(5)).await;
     assert_eq!(first["type"], "snapshot", "{first}");
     ws
-}
-
-/// The next JSON text frame within `within`.
-async fn next_json(ws: &mut Ws, within: Duration) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("ok");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).expect("json frame");
-        }
-    }
 }
 
 /// The next change frame for `key`.
@@ -129,7 +96,7 @@ async fn next_change(ws: &mut Ws, key: &str) -> Value {
     let deadline = Instant::now() + PROPAGATION;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let frame = next_json(ws, left).await;
+        let frame = next_json_within(ws, left).await;
         if frame["type"] == "change" && frame["key"] == key {
             return frame;
         }

@@ -226,3 +226,46 @@ pub(crate) fn bool_flag(key: &str) -> Value {
         "targeting": {"if": [{"==": [{"var": "tier"}, "gold"]}, "on", null]}
     })
 }
+
+/// A WebSocket client stream.
+pub(crate) type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket handshake request carrying the admin session.
+pub(crate) fn authed(
+    s: &Server,
+    url: &str,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().expect("ws url");
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", s.token).parse().expect("header"),
+    );
+    req
+}
+
+/// Opens a WebSocket to `path` on `s` as admin.
+pub(crate) async fn ws_connect(s: &Server, path: &str) -> Ws {
+    let url = format!("{}{path}", s.process.base.replace("http://", "ws://"));
+    tokio_tungstenite::connect_async(authed(s, &url))
+        .await
+        .expect("websocket connect")
+        .0
+}
+
+/// The next JSON text frame, within `within`.
+pub(crate) async fn next_json_within(ws: &mut Ws, within: Duration) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("ok");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return serde_json::from_str(&t).expect("json frame");
+        }
+    }
+}

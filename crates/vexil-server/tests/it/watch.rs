@@ -6,46 +6,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::fixtures::{Server, bool_flag};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::fixtures::{Server, Ws, authed, bool_flag, next_json_within, ws_connect};
 
 async fn connect(s: &Server, query: &str) -> Ws {
-    let url = format!(
-        "{}/api/v1/namespaces/default/watch{query}",
-        s.process.base.replace("http://", "ws://")
-    );
-    tokio_tungstenite::connect_async(authed(s, &url))
-        .await
-        .expect("websocket connect")
-        .0
-}
-
-/// A WebSocket handshake request carrying the admin session.
-fn authed(s: &Server, url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut req = url.into_client_request().expect("ws url");
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", s.token).parse().expect("header"),
-    );
-    req
+    ws_connect(s, &format!("/api/v1/namespaces/default/watch{query}")).await
 }
 
 /// The next JSON text frame, within 5 s.
 async fn next_json(ws: &mut Ws) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("ok");
-        if let Message::Text(t) = msg {
-            return serde_json::from_str(&t).expect("json frame");
-        }
-    }
+    next_json_within(ws, Duration::from_secs(5)).await
 }
 
 #[tokio::test]
@@ -185,4 +154,49 @@ async fn a_watcher_whose_token_is_revoked_is_closed_with_4401() {
     .expect("closed within 2 s of the revocation")
     .expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 4401, "{close:?}");
+}
+
+#[tokio::test]
+async fn a_watcher_that_stops_reading_is_closed_instead_of_buffered_for() {
+    let s = Server::start_with(|o| o.env("VEXIL_WATCH_SEND_TIMEOUT_MS", "300")).await;
+    let mut ws = connect(&s, "").await;
+    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    // The watcher stops reading. Change frames carry each flag, so large flags fill the
+    // socket buffers quickly; after that the server may not wait on the watcher for longer
+    // than the send timeout.
+    let writes = 60;
+    let big = "x".repeat(200_000);
+    for i in 0..writes {
+        let mut f = bool_flag(&format!("big-{i}"));
+        f["metadata"] = json!({ "blob": big });
+        let (status, body) = s.post("/api/v1/namespaces/default/flags", &f).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // Reading again: what was buffered, then the end of the stream, not the whole backlog.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut frames = 0;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the stream ends in time")
+        {
+            Some(Ok(Message::Text(_))) => frames += 1,
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(f) = frame {
+                    assert_eq!(u16::from(f.code), 4008, "{f:?}");
+                }
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(
+        frames < writes,
+        "the server kept all {frames} frames for a watcher that stopped reading"
+    );
+    // The server is fine, and a new watcher gets everything in one snapshot.
+    let mut again = connect(&s, "").await;
+    let snap = next_json_within(&mut again, Duration::from_secs(10)).await;
+    assert_eq!(snap["flags"].as_array().map(Vec::len), Some(writes));
 }
