@@ -204,11 +204,12 @@ struct CompiledFlag {
 #[derive(Debug, Clone)]
 pub struct FlagSet {
     /// Flag key → index into `keys` and `compiled`.
-    index: HashMap<Box<str>, usize, KeyHash>,
+    index: HashMap<Arc<str>, usize, KeyHash>,
     /// Flag keys in sorted order.
     keys: Vec<Arc<str>>,
-    /// The flags, in the order of `keys` (so `evaluate_all` needs no lookups).
-    compiled: Vec<CompiledFlag>,
+    /// The flags, in the order of `keys` (so `evaluate_all` needs no lookups). Shared, so that
+    /// [`FlagSet::with_changes`] copies a pointer per unchanged flag, not the flag.
+    compiled: Vec<Arc<CompiledFlag>>,
     metadata: Arc<Map<String, Value>>,
     static_context: Map<String, Value>,
 }
@@ -290,25 +291,105 @@ impl<'a> FlagSetBuilder<'a> {
                 false
             }
         });
-        let mut index = HashMap::with_capacity_and_hasher(self.flags.len(), KeyHash::default());
-        let mut keys = Vec::with_capacity(self.flags.len());
-        let mut compiled = Vec::with_capacity(self.flags.len());
-        for (key, flag) in self.flags {
-            index.insert(Box::from(&*key), keys.len());
-            keys.push(key);
-            compiled.push(flag);
+        let (keys, compiled) = self
+            .flags
+            .into_iter()
+            .map(|(key, flag)| (key, Arc::new(flag)))
+            .unzip();
+        FlagSet::from_sorted(
+            keys,
+            compiled,
+            self.set_meta,
+            self.options.static_context.clone(),
+        )
+    }
+}
+
+impl FlagSet {
+    /// Assembles a set from keys in sorted order (no duplicates) and their flags.
+    fn from_sorted(
+        keys: Vec<Arc<str>>,
+        compiled: Vec<Arc<CompiledFlag>>,
+        metadata: Arc<Map<String, Value>>,
+        static_context: Map<String, Value>,
+    ) -> Self {
+        let mut index = HashMap::with_capacity_and_hasher(keys.len(), KeyHash::default());
+        for (i, key) in keys.iter().enumerate() {
+            index.insert(Arc::clone(key), i);
         }
         FlagSet {
             index,
             keys,
             compiled,
-            metadata: self.set_meta,
-            static_context: self.options.static_context.clone(),
+            metadata,
+            static_context,
         }
     }
-}
 
-impl FlagSet {
+    /// This set with some flags replaced, added or removed: each `(key, Some(definition))` is
+    /// compiled (against `evaluators`, with this set's metadata and static context) and
+    /// replaces or adds the flag `key`; each `(key, None)` removes it (a missing key is no
+    /// error). A key named twice keeps its last change. Flags not named are shared with this
+    /// set, not recompiled, so one changed flag in a namespace of 100,000 costs one compile
+    /// and a copy of the key table rather than a rebuild.
+    ///
+    /// The result equals [`FlagSet::compile`] of the changed document, provided `evaluators`
+    /// and `fractional` are what this set was compiled with (a changed segment can change
+    /// every flag that refers to it: recompile the whole set then).
+    #[must_use]
+    pub fn with_changes<'d>(
+        &self,
+        changes: impl IntoIterator<Item = (&'d str, Option<&'d FlagDefinition>)>,
+        evaluators: &Map<String, Value>,
+        fractional: FractionalVersion,
+    ) -> FlagSet {
+        let mut updates: std::collections::BTreeMap<&str, Option<Arc<CompiledFlag>>> =
+            std::collections::BTreeMap::new();
+        for (key, def) in changes {
+            let compiled =
+                def.map(|d| Arc::new(compile_flag(d, &self.metadata, evaluators, fractional)));
+            updates.insert(key, compiled);
+        }
+        let mut keys = Vec::with_capacity(self.keys.len() + updates.len());
+        let mut compiled = Vec::with_capacity(self.keys.len() + updates.len());
+        let mut pending = updates.into_iter().peekable();
+        for (key, flag) in self.keys.iter().zip(&self.compiled) {
+            // Changes to keys sorting before this one: additions (or removals of absent keys).
+            while let Some((k, _)) = pending.peek()
+                && *k < &**key
+            {
+                if let Some((k, Some(new))) = pending.next() {
+                    keys.push(Arc::from(k));
+                    compiled.push(new);
+                }
+            }
+            match pending.peek() {
+                Some((k, _)) if *k == &**key => {
+                    if let Some((_, Some(new))) = pending.next() {
+                        keys.push(Arc::clone(key));
+                        compiled.push(new);
+                    }
+                }
+                _ => {
+                    keys.push(Arc::clone(key));
+                    compiled.push(Arc::clone(flag));
+                }
+            }
+        }
+        for (k, change) in pending {
+            if let Some(new) = change {
+                keys.push(Arc::from(k));
+                compiled.push(new);
+            }
+        }
+        FlagSet::from_sorted(
+            keys,
+            compiled,
+            Arc::clone(&self.metadata),
+            self.static_context.clone(),
+        )
+    }
+
     /// Compiles a document. Never fails: a flag whose rule does not compile answers
     /// PARSE_ERROR when evaluated, as flagd does.
     pub fn compile(doc: &FlagDocument, options: &FlagSetOptions) -> Self {
@@ -321,7 +402,10 @@ impl FlagSet {
 
     /// The compiled flag with this key.
     fn flag(&self, key: &str) -> Option<&CompiledFlag> {
-        self.index.get(key).and_then(|&i| self.compiled.get(i))
+        self.index
+            .get(key)
+            .and_then(|&i| self.compiled.get(i))
+            .map(Arc::as_ref)
     }
 
     /// Number of flags.
@@ -904,6 +988,73 @@ mod tests {
         let loaded = FlagDocument::from_value(&doc, Schema::Flagd, TargetingPolicy::Warn);
         let doc = loaded.map(|l| l.document).unwrap_or_default();
         FlagSet::compile(&doc, &FlagSetOptions::default())
+    }
+
+    #[test]
+    fn with_changes_equals_compiling_the_changed_document() {
+        let flag = |v: &str, rule: Value| json!({"state": "ENABLED", "variants": {"a": format!("{v}-a"), "b": format!("{v}-b")}, "defaultVariant": "a", "targeting": rule});
+        let rule = json!({"if": [{"$ref": "gold"}, "b", null]});
+        let base = json!({
+            "flags": {"c": flag("c", rule.clone()), "e": flag("e", json!({})), "g": flag("g", rule.clone())},
+            "$evaluators": {"gold": {"==": [{"var": "tier"}, "gold"]}},
+        });
+        let loaded = FlagDocument::from_value(&base, Schema::Flagd, TargetingPolicy::Warn)
+            .map(|l| l.document)
+            .unwrap_or_default();
+        let before = FlagSet::compile(&loaded, &FlagSetOptions::default());
+        let def = |v: Value| -> FlagDefinition {
+            serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture: {e}"))
+        };
+        let (a, b, c, f) = (
+            def(flag("a1", json!({}))),
+            def(flag("b", rule.clone())),
+            def(flag("c2", json!({"if": [{"$ref": "gold"}, "a", "b"]}))),
+            def(flag("f", json!({"fractional": [["a", 50], ["b", 50]]}))),
+        );
+        let a2 = def(flag("a2", rule));
+        let after = before.with_changes(
+            [
+                ("a", Some(&a)),
+                ("b", Some(&b)),
+                ("c", Some(&c)),
+                ("e", None),
+                ("z", None),
+                ("f", Some(&f)),
+                ("a", Some(&a2)),
+            ],
+            &loaded.evaluators,
+            FractionalVersion::V2,
+        );
+        let mut expected_doc = loaded.clone();
+        expected_doc.flags.remove("e");
+        for (k, d) in [("a", &a2), ("b", &b), ("c", &c), ("f", &f)] {
+            expected_doc.flags.insert(k.into(), d.clone());
+        }
+        let expected = FlagSet::compile(&expected_doc, &FlagSetOptions::default());
+        let keys: Vec<&str> = after.keys().iter().map(|k| &**k).collect();
+        assert_eq!(keys, ["a", "b", "c", "f", "g"]);
+        for ctx in [
+            json!({}),
+            json!({"tier": "gold", "targetingKey": "u1"}),
+            json!({"targetingKey": "u2"}),
+        ] {
+            assert_eq!(
+                after.evaluate_all_at(&ctx, 7),
+                expected.evaluate_all_at(&ctx, 7)
+            );
+            for key in ["a", "b", "c", "e", "f", "g", "z"] {
+                assert_eq!(
+                    after.evaluate_at(key, &ctx, 7),
+                    expected.evaluate_at(key, &ctx, 7)
+                );
+            }
+        }
+        // The original is untouched.
+        assert_eq!(before.len(), 3);
+        assert_eq!(
+            before.evaluate("e", &json!({})).value.as_deref(),
+            Some(&json!("e-a"))
+        );
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! every rule different, then, REPEATS times each and alternating:
 //! - baseline: `load_namespace` alone (read every row and decode its JSON: the I/O floor);
 //! - rebuild: `SnapshotCache::load` (the same read, then validation and rule compilation).
-//!   The ratio rebuild / baseline is the cost of compiling.
+//!   The ratio rebuild / baseline is the cost of compiling;
+//! - one change: after each rebuild, one flag is updated and `SnapshotCache::catch_up` applies
+//!   it to the snapshot (what a replica's follower does on every commit).
 //!
 //! Resident memory is read from /proc/self/status: VmRSS before the first load, VmRSS and the
 //! peak VmHWM right after the first rebuild (the snapshot alive, before any baseline ran), and
@@ -128,6 +130,7 @@ async fn run(n: usize, repeats: usize) {
     let rss_before = status_kib("VmRSS:");
     let mut baseline = Vec::new();
     let mut rebuild = Vec::new();
+    let mut one_change = Vec::new();
     let mut rss_with_snapshot = 0;
     let mut rss_rows = 0;
     let mut rebuild_peak = 0;
@@ -146,6 +149,24 @@ async fn run(n: usize, repeats: usize) {
             rebuild_peak = status_kib("VmHWM:");
         }
         drop(snap);
+        // One flag changes: the replica applies it to the snapshot it has (the follow path),
+        // compiling that flag alone, instead of rebuilding the namespace.
+        let mut changed = flag(round);
+        changed.name = format!("changed in round {round}");
+        store
+            .commit(
+                vec![Write::PutFlag {
+                    flag: changed,
+                    expect: Expect::Any,
+                }],
+                vec![],
+            )
+            .await
+            .expect("one change");
+        let t = Instant::now();
+        cache.catch_up(&*store).await.expect("catch up");
+        one_change.push(t.elapsed());
+        assert_eq!(cache.get("big").expect("snapshot").flags.len(), n);
         drop(cache);
 
         let t = Instant::now();
@@ -156,8 +177,9 @@ async fn run(n: usize, repeats: usize) {
         drop(state);
     }
     let (b, r) = (median(baseline.clone()), median(rebuild.clone()));
+    let c = median(one_change.clone());
     println!(
-        "flags={n} baseline(load_namespace) median={b:?} all={baseline:?} | rebuild(SnapshotCache::load) median={r:?} all={rebuild:?} | ratio={:.2} | rss_before={} MiB rss_with_snapshot={} MiB rebuild_peak(VmHWM)={} MiB | rss_with_decoded_rows={} MiB",
+        "flags={n} baseline(load_namespace) median={b:?} all={baseline:?} | rebuild(SnapshotCache::load) median={r:?} all={rebuild:?} | ratio={:.2} | one change applied (catch_up) median={c:?} all={one_change:?} | rss_before={} MiB rss_with_snapshot={} MiB rebuild_peak(VmHWM)={} MiB | rss_with_decoded_rows={} MiB",
         r.as_secs_f64() / b.as_secs_f64(),
         rss_before / 1024,
         rss_with_snapshot / 1024,

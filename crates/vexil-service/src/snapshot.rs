@@ -26,6 +26,8 @@ pub struct NamespaceSnapshot {
     pub flags: FlagSet,
     /// The store revision this snapshot reflects.
     pub revision: Revision,
+    /// The namespace's segments as flagd `$evaluators`, kept to compile changed flags alone.
+    evaluators: Map<String, serde_json::Value>,
 }
 
 type Snapshots = HashMap<String, Arc<NamespaceSnapshot>>;
@@ -96,11 +98,51 @@ fn compile(state: RawNamespaceState, fractional: FractionalVersion) -> Namespace
             ),
         }
     }
+    let flags = builder.finish();
     NamespaceSnapshot {
-        flags: builder.finish(),
+        flags,
         namespace: state.namespace,
         revision: state.revision,
+        evaluators,
     }
+}
+
+/// `current` with the namespace's changes in `changes` applied, when they are all flag changes
+/// that decode; `None` when the namespace must be reloaded instead.
+fn apply_flag_changes(
+    current: &NamespaceSnapshot,
+    ns: &str,
+    changes: &[vexil_core::domain::Change],
+    fractional: FractionalVersion,
+) -> Option<NamespaceSnapshot> {
+    let mut updates: Vec<(String, Option<FlagDefinition>)> = Vec::new();
+    let mut revision = current.revision;
+    for change in changes.iter().filter(|c| c.namespace == ns) {
+        if change.kind != vexil_core::domain::ResourceKind::Flag {
+            return None;
+        }
+        let definition = match &change.after {
+            Some(after) => Some(
+                serde_json::from_value::<vexil_core::domain::Flag>(after.clone())
+                    .ok()?
+                    .definition,
+            ),
+            None => None,
+        };
+        updates.push((change.key.clone(), definition));
+        revision = revision.max(change.revision);
+    }
+    let flags = current.flags.with_changes(
+        updates.iter().map(|(k, d)| (k.as_str(), d.as_ref())),
+        &current.evaluators,
+        fractional,
+    );
+    Some(NamespaceSnapshot {
+        namespace: current.namespace.clone(),
+        flags,
+        revision,
+        evaluators: current.evaluators.clone(),
+    })
 }
 
 /// Builds a one-off snapshot from definitions (import dry runs and the CLI's local evaluation
@@ -200,6 +242,16 @@ impl SnapshotCache {
             let affected: BTreeSet<String> = changes.iter().map(|c| c.namespace.clone()).collect();
             let mut map: Snapshots = (**self.inner.map.load()).clone();
             for ns in &affected {
+                // Flag changes alone are applied to the namespace's snapshot: only the changed
+                // flags are compiled, whatever the namespace's size. A namespace or segment
+                // change (or a change that does not decode) reloads the namespace whole.
+                if let Some(current) = map.get(ns)
+                    && let Some(next) =
+                        apply_flag_changes(current, ns, &changes, self.inner.fractional)
+                {
+                    map.insert(ns.clone(), Arc::new(next));
+                    continue;
+                }
                 match store.load_namespace_raw(ns).await {
                     Ok(state) => {
                         map.insert(ns.clone(), Arc::new(compile(state, self.inner.fractional)));
@@ -251,5 +303,131 @@ impl SnapshotCache {
                 () = tokio::time::sleep(poll) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use vexil_core::domain::{Flag, Namespace, Segment};
+    use vexil_store::sqlite::SqliteStore;
+    use vexil_store::{Expect, FlagStore, Write};
+
+    use super::*;
+
+    fn from<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).unwrap_or_else(|e| panic!("fixture: {e}"))
+    }
+
+    fn flag(key: &str, targeting: Value) -> Write {
+        Write::PutFlag {
+            flag: from::<Flag>(json!({
+                "namespace": "prod", "key": key, "state": "ENABLED",
+                "variants": {"a": format!("{key}-a"), "b": format!("{key}-b")},
+                "defaultVariant": "a", "targeting": targeting,
+            })),
+            expect: Expect::Any,
+        }
+    }
+
+    fn segment(rule: Value) -> Write {
+        Write::PutSegment {
+            segment: from::<Segment>(json!({"namespace": "prod", "key": "gold", "rule": rule})),
+            expect: Expect::Any,
+        }
+    }
+
+    async fn commit(store: &SqliteStore, writes: Vec<Write>) {
+        store.commit(writes, Vec::new()).await.expect("commit");
+    }
+
+    /// What every flag of `prod` answers, for a few contexts.
+    fn answers(cache: &SnapshotCache) -> Vec<Value> {
+        let snap = cache.get("prod").expect("prod");
+        [
+            json!({}),
+            json!({"tier": "gold", "targetingKey": "u1"}),
+            json!({"targetingKey": "u2"}),
+        ]
+        .iter()
+        .map(|ctx| serde_json::to_value(snap.flags.evaluate_all_at(ctx, 7)).expect("json"))
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn applying_flag_changes_in_place_matches_a_fresh_load() {
+        let store = SqliteStore::open_in_memory().await.expect("store");
+        let ns: Namespace = from(json!({"key": "prod", "evaluationContext": {"region": "eu"}}));
+        let by_ref = json!({"if": [{"$ref": "gold"}, "b", null]});
+        commit(
+            &store,
+            vec![
+                Write::PutNamespace {
+                    namespace: ns,
+                    expect: Expect::Absent,
+                },
+                segment(json!({"==": [{"var": "tier"}, "gold"]})),
+                flag("c", by_ref.clone()),
+                flag("e", json!({})),
+            ],
+        )
+        .await;
+        let cache = SnapshotCache::load(&store, FractionalVersion::V2)
+            .await
+            .expect("load");
+
+        // Flag changes only: created, updated (twice in one batch), deleted, a broken rule.
+        commit(
+            &store,
+            vec![flag("a", by_ref.clone()), flag("b", json!({}))],
+        )
+        .await;
+        commit(
+            &store,
+            vec![
+                flag("c", json!({"fractional": [["a", 50], ["b", 50]]})),
+                flag(
+                    "c",
+                    json!({"if": [{"==": [{"var": "region"}, "eu"]}, "b", "a"]}),
+                ),
+                Write::DeleteFlag {
+                    namespace: "prod".into(),
+                    key: "e".into(),
+                    expect: Expect::Any,
+                },
+                flag("z", json!({"no_such_operator": [1]})),
+            ],
+        )
+        .await;
+        cache.catch_up(&store).await.expect("catch up");
+        let fresh = SnapshotCache::load(&store, FractionalVersion::V2)
+            .await
+            .expect("load");
+        assert_eq!(cache.applied(), fresh.applied());
+        assert_eq!(answers(&cache), answers(&fresh));
+        let keys: Vec<String> = cache
+            .get("prod")
+            .expect("prod")
+            .flags
+            .keys()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(keys, ["a", "b", "c", "z"]);
+
+        // A segment change reaches every flag that refers to it.
+        commit(
+            &store,
+            vec![segment(json!({"==": [{"var": "tier"}, "silver"]}))],
+        )
+        .await;
+        cache.catch_up(&store).await.expect("catch up");
+        let fresh = SnapshotCache::load(&store, FractionalVersion::V2)
+            .await
+            .expect("load");
+        assert_eq!(answers(&cache), answers(&fresh));
+        let gold = json!({"tier": "gold"});
+        let r = cache.get("prod").expect("prod").flags.evaluate("a", &gold);
+        assert_eq!(r.value.as_deref(), Some(&json!("a-a")), "{r:?}");
     }
 }
