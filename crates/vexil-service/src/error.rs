@@ -153,6 +153,9 @@ impl From<StoreError> for ServiceError {
                     "namespace {namespace} still holds flags or segments; delete them first"
                 ),
             },
+            StoreError::TooLarge { message } => ServiceError::Invalid {
+                violations: vec![Violation::new("", message)],
+            },
             StoreError::Unavailable { message } => {
                 tracing::warn!(%message, "store unavailable");
                 ServiceError::Unavailable {

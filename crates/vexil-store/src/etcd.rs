@@ -10,7 +10,7 @@
 //! | `<prefix>flag/<ns>/<key>` | the flag's JSON document |
 //! | `<prefix>seg/<ns>/<key>` | the segment's JSON document |
 //! | `<prefix>rev` | the store revision counter (decimal); absent means 0 |
-//! | `<prefix>change/<rev:020>/<ordinal:06>` | one [`Change`] (JSON), ordered by revision then batch order |
+//! | `<prefix>change/<rev:020>` | one commit's [`Change`]s (a JSON array, in batch order) |
 //! | `<prefix>audit/head` | `{"seq": n, "hash": "…"}` of the last audit event |
 //! | `<prefix>audit/seq/<seq:020>` | one commit's stored [`AuditEvent`]s (a JSON array, with `seq` and hash chain), under the `seq` of its last event |
 //! | `<prefix>outbox/<rev:020>/<first event id>` | [`AuditMode::Outbox`] only: one commit's [`AuditEvent`]s (a JSON array, not yet sequenced), waiting for the relay |
@@ -50,9 +50,11 @@
 //! # Limits
 //!
 //! etcd caps a txn at `--max-txn-ops` operations and compares (128 each by default): a commit
-//! takes two operations per write (document and change entry) and one compare per touched key,
-//! plus a few fixed ones (counter, audit head, one key for all its audit events), so batches
-//! should stay below about 60 writes unless the cluster's limit is raised. A txn is also
+//! takes one operation per write (its document) and one compare per touched key, plus a few
+//! fixed ones (the counter, one change key, one key for all its audit events, the audit head),
+//! so a batch may hold about 120 writes unless the cluster's limit is raised. A batch over the
+//! cluster's limits (operations, or `--max-request-bytes`) is refused whole with
+//! [`StoreError::TooLarge`]: an import is atomic, so it is not split behind the caller's back. A txn is also
 //! capped at `--max-request-bytes` (1.5 MiB by default). Flag and audit
 //! filters are applied in this process, after a range read.
 
@@ -321,11 +323,8 @@ impl Keys {
     fn rev(&self) -> String {
         format!("{}rev", self.prefix)
     }
-    fn change(&self, revision: Revision, ordinal: usize) -> String {
-        format!("{}change/{revision:020}/{ordinal:06}", self.prefix)
-    }
-    fn change_from(&self, revision: Revision) -> String {
-        format!("{}change/{revision:020}/", self.prefix)
+    fn change(&self, revision: Revision) -> String {
+        format!("{}change/{revision:020}", self.prefix)
     }
     fn change_prefix(&self) -> String {
         format!("{}change/", self.prefix)
@@ -372,6 +371,19 @@ fn key_after(key: &str) -> Vec<u8> {
 
 fn from_etcd(e: etcd_client::Error) -> StoreError {
     use etcd_client::Error as E;
+    if let E::GRpcStatus(status) = &e {
+        let message = status.message();
+        if message.contains("too many operations in txn request")
+            || message.contains("request is too large")
+        {
+            return StoreError::TooLarge {
+                message: format!(
+                    "the change is larger than etcd accepts in one transaction ({message}); \
+                     split it, or raise the cluster's --max-txn-ops / --max-request-bytes"
+                ),
+            };
+        }
+    }
     // gRPC codes (named through `i32` so this crate depends on no transport): CANCELLED 1,
     // UNKNOWN 2, DEADLINE_EXCEEDED 4, RESOURCE_EXHAUSTED 8, ABORTED 10, UNAVAILABLE 14.
     let unavailable = match &e {
@@ -815,25 +827,29 @@ impl EtcdStore {
             counter_seen,
         )];
         let mut ops = Vec::new();
-        let mut first_change = None;
+        let mut changes = Vec::with_capacity(writes.len());
         let mut results = Vec::with_capacity(writes.len());
-        for (ordinal, write) in writes.iter().cloned().enumerate() {
+        for write in writes.iter().cloned() {
             let (kind, namespace, key, after) = attempt.apply(write).await?;
-            let change = Change {
+            changes.push(Change {
                 revision,
                 namespace,
                 kind,
                 key,
                 after: after.clone(),
-            };
-            let text = serde_json::to_vec(&change)
-                .map_err(|e| internal(format!("etcd: encoding a change: {e}")))?;
-            if ordinal == 0 {
-                first_change = Some(text.clone());
-            }
-            ops.push(TxnOp::put(keys.change(revision, ordinal), text, None));
+            });
             results.push(after);
         }
+        // One key for the commit's changes (not one per write): a txn's operation count is
+        // what limits the size of a batch.
+        let first_change = if changes.is_empty() {
+            None
+        } else {
+            let text = serde_json::to_vec(&changes)
+                .map_err(|e| internal(format!("etcd: encoding changes: {e}")))?;
+            ops.push(TxnOp::put(keys.change(revision), text.clone(), None));
+            Some(text)
+        };
         for (key, t) in &attempt.touched {
             compares.push(Compare::mod_revision(
                 key.as_str(),
@@ -873,7 +889,7 @@ impl EtcdStore {
                 let Some(ours) = first_change else {
                     return Err(err);
                 };
-                return match get_at(&mut kv, &keys.change(revision, 0), 0).await? {
+                return match get_at(&mut kv, &keys.change(revision), 0).await? {
                     Some((found, _)) if found == ours => Ok(Outcome::Committed(Committed {
                         revision,
                         results,
@@ -1170,43 +1186,36 @@ impl ChangeFeed for EtcdStore {
             return Ok(Vec::new());
         }
         let keys = self.keys();
-        let mut kv = self.kv();
-        let from = keys.change_from(after.saturating_add(1));
+        let from = keys.change(after.saturating_add(1));
         let end = prefix_end(&keys.change_prefix());
-        // One entry more than the limit tells whether the last commit read is complete.
-        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(0);
-        let resp = kv
-            .get(
-                from,
-                Some(GetOptions::new().with_range(end).with_limit(fetch)),
-            )
-            .await
-            .map_err(from_etcd)?;
-        let at = resp
-            .header()
-            .map_or(0, etcd_client::ResponseHeader::revision);
-        let mut changes = resp
-            .kvs()
-            .iter()
-            .map(|kv| decode::<Change>(kv.value(), "change"))
-            .collect::<Result<Vec<_>, _>>()?;
-        if changes.len() <= limit {
-            return Ok(changes);
+        // Every commit key holds at least one change, so `limit` keys are enough.
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX);
+        let resp = retrying(|| {
+            let mut kv = self.kv();
+            let (from, end) = (from.clone(), end.clone());
+            async move {
+                kv.get(
+                    from,
+                    Some(GetOptions::new().with_range(end).with_limit(fetch)),
+                )
+                .await
+            }
+        })
+        .await?;
+        let mut out: Vec<Change> = Vec::new();
+        for item in resp.kvs() {
+            let commit: Vec<Change> = decode(item.value(), "changes")?;
+            // Whole commits only; a commit larger than the limit comes alone, so a consumer
+            // never stalls.
+            if !out.is_empty() && out.len() + commit.len() > limit {
+                break;
+            }
+            out.extend(commit);
+            if out.len() >= limit {
+                break;
+            }
         }
-        // Over the limit: drop the commit the extra entry belongs to (it is incomplete)…
-        let cut = changes.last().map_or(0, |c| c.revision);
-        changes.retain(|c| c.revision != cut);
-        if !changes.is_empty() {
-            return Ok(changes);
-        }
-        // …unless it is the only one: a commit larger than the limit comes alone and whole.
-        let prefix = keys.change_from(cut);
-        let end = prefix_end(&prefix);
-        range_at(&mut kv, prefix, end, at)
-            .await?
-            .iter()
-            .map(|(_, v)| decode(v, "change"))
-            .collect()
+        Ok(out)
     }
 
     fn subscribe(&self) -> watch::Receiver<Revision> {

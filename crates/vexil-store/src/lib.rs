@@ -65,6 +65,13 @@ pub enum StoreError {
         /// The namespace.
         namespace: String,
     },
+    /// The batch is larger than the backend takes in one atomic write (etcd's per-transaction
+    /// limits). Retrying will not help; a smaller batch may. Nothing was written.
+    #[error("batch too large: {message}")]
+    TooLarge {
+        /// What limit was hit, for the caller (names no secret).
+        message: String,
+    },
     /// The backend cannot be reached or is overloaded; retrying later may work. Nothing was
     /// written.
     #[error("store unavailable: {message}")]

@@ -227,3 +227,56 @@ async fn an_unreachable_cluster_is_unavailable() {
         },
     }
 }
+
+/// A batch (an import) of 110 flags fits one transaction under etcd's default limits: each
+/// write costs one operation and one compare.
+#[tokio::test]
+async fn a_batch_of_110_flags_commits_atomically() {
+    let store = fresh().await;
+    commit_audited(&store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let writes: Vec<_> = (0..110)
+        .map(|i| put_flag(flag("prod", &format!("f{i:03}")), Expect::Absent))
+        .collect();
+    let committed = commit_audited(&store, writes).await;
+    assert_eq!(committed.results.len(), 110);
+    let changes = store
+        .changes_since(committed.revision - 1, usize::MAX)
+        .await
+        .expect("changes");
+    assert_eq!(changes.len(), 110);
+    assert!(changes.iter().all(|c| c.revision == committed.revision));
+    assert_eq!(
+        store.list_segments("prod").await.expect("segments").len(),
+        0
+    );
+    let all = store.load_namespace("prod").await.expect("load");
+    assert_eq!(all.flags.len(), 110);
+}
+
+/// A batch beyond etcd's transaction limits is refused whole, with an error that says so (a
+/// 400 at the API, not a 500), and leaves nothing behind.
+#[tokio::test]
+async fn a_batch_over_the_transaction_limit_is_too_large_and_writes_nothing() {
+    let store = fresh().await;
+    commit_audited(&store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let before = store.current_revision().await.expect("revision");
+    let writes: Vec<_> = (0..300)
+        .map(|i| put_flag(flag("prod", &format!("f{i:03}")), Expect::Absent))
+        .collect();
+    let audit = writes.iter().map(conformance::event_for).collect();
+    let err = store.commit(writes, audit).await.expect_err("too large");
+    assert!(
+        matches!(&err, StoreError::TooLarge { message } if message.contains("--max-txn-ops")),
+        "{err:?}"
+    );
+    assert_eq!(store.current_revision().await.expect("revision"), before);
+    assert!(
+        store
+            .load_namespace("prod")
+            .await
+            .expect("load")
+            .flags
+            .is_empty()
+    );
+    assert_eq!(conformance::all_audit(&store).await.len(), 1);
+}
