@@ -123,8 +123,7 @@ async fn replicas_run(etcd: &str, db_url: &str) -> (Vec<Vec<Duration>>, Vec<Dura
         .env("ETCD_ENDPOINTS", etcd)
         .env("ETCD_PREFIX", &prefix)
         .env("JWT_SECRET", SECRET)
-        .env("VEXIL_ADMIN_PASSWORD", PASSWORD)
-        .env("RUST_LOG", "warn");
+        .env("VEXIL_ADMIN_PASSWORD", PASSWORD);
         servers.push(ServerProcess::spawn(&opts));
     }
     let http = reqwest::Client::new();
