@@ -38,6 +38,40 @@ use vexil_store::{
     IdentityStore, IdentityWrite, StoreError, Write, chain_hash,
 };
 
+/// Calls `$callback!` with `$prefix` followed by the name of every flag-store check, so every
+/// backend registers the same list: a check added here runs against all of them.
+macro_rules! with_flag_store_checks {
+    ($callback:ident ! ( $($prefix:tt)* )) => {
+        $callback!(
+            $($prefix)*
+            namespaces_round_trip_through_create_update_and_delete,
+            flags_round_trip_with_every_field_preserved,
+            segments_round_trip_through_create_update_and_delete,
+            versions_start_at_one_and_increase_by_one_per_update,
+            creating_an_existing_resource_is_already_exists,
+            stale_version_is_rejected_and_nothing_is_written,
+            conditions_on_missing_resources_are_not_found,
+            a_failing_write_rolls_back_the_whole_batch,
+            flags_and_segments_in_an_unknown_namespace_are_not_found_for_the_namespace,
+            a_namespace_with_flags_or_segments_cannot_be_deleted,
+            a_batch_applies_its_writes_in_order,
+            an_empty_batch_is_a_no_op_at_the_current_revision,
+            an_audit_only_batch_appends_its_events_without_a_new_revision,
+            revisions_strictly_increase_and_a_batch_shares_one,
+            changes_since_returns_commits_in_order_and_resumes_from_any_revision,
+            changes_since_respects_the_limit_without_splitting_a_commit,
+            subscribers_observe_every_committed_revision_eventually,
+            audit_events_get_contiguous_seqs_and_a_verifiable_hash_chain,
+            audit_events_keep_what_the_writer_recorded_and_can_be_filtered,
+            flag_listing_pages_in_key_order_with_a_cursor,
+            flag_listing_filters_by_tag_and_text,
+            listing_limits_default_to_100_and_cap_at_1000,
+            load_namespace_returns_everything_at_the_current_revision,
+        );
+    };
+}
+pub(crate) use with_flag_store_checks;
+
 /// Everything a backend implements.
 pub(crate) trait Store: FlagStore + ChangeFeed + AuditStore {}
 impl<T: FlagStore + ChangeFeed + AuditStore> Store for T {}

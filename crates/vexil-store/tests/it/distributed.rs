@@ -63,30 +63,7 @@ macro_rules! conformance_tests {
 mod suite {
     use super::*;
 
-    conformance_tests!(
-        namespaces_round_trip_through_create_update_and_delete,
-        flags_round_trip_with_every_field_preserved,
-        segments_round_trip_through_create_update_and_delete,
-        versions_start_at_one_and_increase_by_one_per_update,
-        creating_an_existing_resource_is_already_exists,
-        stale_version_is_rejected_and_nothing_is_written,
-        conditions_on_missing_resources_are_not_found,
-        a_failing_write_rolls_back_the_whole_batch,
-        flags_and_segments_in_an_unknown_namespace_are_not_found_for_the_namespace,
-        a_namespace_with_flags_or_segments_cannot_be_deleted,
-        a_batch_applies_its_writes_in_order,
-        an_empty_batch_is_a_no_op_at_the_current_revision,
-        an_audit_only_batch_appends_its_events_without_a_new_revision,
-        revisions_strictly_increase_and_a_batch_shares_one,
-        changes_since_returns_commits_in_order_and_resumes_from_any_revision,
-        changes_since_respects_the_limit_without_splitting_a_commit,
-        subscribers_observe_every_committed_revision_eventually,
-        audit_events_get_contiguous_seqs_and_a_verifiable_hash_chain,
-        audit_events_keep_what_the_writer_recorded_and_can_be_filtered,
-        flag_listing_pages_in_key_order_with_a_cursor,
-        flag_listing_filters_by_tag_and_text,
-        load_namespace_returns_everything_at_the_current_revision,
-    );
+    conformance::with_flag_store_checks!(conformance_tests!());
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_compare_and_set_updates_lose_nothing_and_apply_nothing_twice() {
