@@ -49,6 +49,10 @@ pub struct Config {
     /// deployment share it; several deployments may share a cluster with different prefixes).
     #[arg(long, env = "ETCD_PREFIX", default_value = "/vexil/")]
     pub etcd_prefix: String,
+    /// How many commits the etcd change log keeps; a replica or watcher further behind reloads
+    /// from a snapshot. Every replica of a deployment should use the same value.
+    #[arg(long, env = "ETCD_CHANGE_RETENTION", default_value_t = vexil_store::etcd::CHANGE_RETENTION)]
+    pub etcd_change_retention: u64,
     /// `json` or `pretty`; defaults to pretty on a terminal, JSON otherwise.
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -47,6 +47,9 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("connecting to etcd (ETCD_ENDPOINTS) and PostgreSQL (DB_URL)")?,
             );
+            store
+                .etcd()
+                .set_change_retention(config.etcd_change_retention);
             tracing::info!(etcd_members = endpoints.len(), prefix = %config.etcd_prefix, "distributed mode: flag state in etcd, audit and identity in PostgreSQL");
             (store.clone(), store)
         }

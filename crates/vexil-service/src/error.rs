@@ -153,6 +153,12 @@ impl From<StoreError> for ServiceError {
                     "namespace {namespace} still holds flags or segments; delete them first"
                 ),
             },
+            // Only `changes_since` can meet this, and `FlagService::changes_since` turns it into
+            // `ChangeBatch::Resync`; anywhere else it is a bug.
+            StoreError::ChangesCompacted { after, oldest } => {
+                tracing::error!(after, oldest, "unexpected change-log compaction error");
+                ServiceError::Internal
+            }
             StoreError::TooLarge { message } => ServiceError::Invalid {
                 violations: vec![Violation::new("", message)],
             },

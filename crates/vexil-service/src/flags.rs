@@ -109,6 +109,22 @@ pub struct EvaluateOutcome<T> {
     pub namespace: String,
 }
 
+/// What a change-feed consumer gets next ([`FlagService::changes_since`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeBatch {
+    /// The namespace's changes (possibly none) and the store revision they reach: resume
+    /// after `last`.
+    Changes {
+        /// The changes, in revision order.
+        changes: Vec<vexil_core::domain::Change>,
+        /// The revision to resume after.
+        last: Revision,
+    },
+    /// The store's log no longer reaches back to the revision asked for: start again from a
+    /// snapshot ([`FlagService::namespace_state`]).
+    Resync,
+}
+
 /// The flag service. Cheap to clone.
 #[derive(Clone)]
 pub struct FlagService {
@@ -1383,8 +1399,10 @@ impl FlagService {
     }
 
     /// Changes to `ns` committed after `after`, in revision order (at most `limit`, never
-    /// splitting a commit). Requires `FlagRead` or `Evaluate` (evaluation streams announce
-    /// changes too).
+    /// splitting a commit), with the revision they reach; or [`ChangeBatch::Resync`] when the
+    /// store's log no longer reaches back to `after`, and the consumer must start again from
+    /// [`FlagService::namespace_state`]. Requires `FlagRead` or `Evaluate` (evaluation streams
+    /// announce changes too).
     ///
     /// # Errors
     /// Store errors.
@@ -1394,14 +1412,18 @@ impl FlagService {
         ns: &str,
         after: Revision,
         limit: usize,
-    ) -> Result<(Vec<vexil_core::domain::Change>, Revision), ServiceError> {
+    ) -> Result<ChangeBatch, ServiceError> {
         pass.require_any(&[Permission::FlagRead, Permission::Evaluate], ns)?;
-        let changes = self.store.changes_since(after, limit).await?;
+        let changes = match self.store.changes_since(after, limit).await {
+            Ok(changes) => changes,
+            Err(StoreError::ChangesCompacted { .. }) => return Ok(ChangeBatch::Resync),
+            Err(e) => return Err(e.into()),
+        };
         let last = changes.last().map_or(after, |c| c.revision);
-        Ok((
-            changes.into_iter().filter(|c| c.namespace == ns).collect(),
+        Ok(ChangeBatch::Changes {
+            changes: changes.into_iter().filter(|c| c.namespace == ns).collect(),
             last,
-        ))
+        })
     }
 
     /// Everything in `ns` as of one revision: the namespace record, all its flags and segments

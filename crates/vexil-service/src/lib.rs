@@ -14,8 +14,8 @@ mod snapshot;
 
 pub use error::ServiceError;
 pub use flags::{
-    DEFAULT_NAMESPACE, EvaluateOutcome, FlagService, ImportDiff, ImportMode, ImportOutcome,
-    ServiceOptions, WriteOptions,
+    ChangeBatch, DEFAULT_NAMESPACE, EvaluateOutcome, FlagService, ImportDiff, ImportMode,
+    ImportOutcome, ServiceOptions, WriteOptions,
 };
 pub use identity::{
     AuthConfig, Credential, IdentityService, MIN_JWT_SECRET_LEN, NewBinding, NewToken, NewUser,

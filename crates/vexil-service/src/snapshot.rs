@@ -232,7 +232,26 @@ impl SnapshotCache {
         let mut touched = BTreeSet::new();
         loop {
             let from = self.applied();
-            let changes = store.changes_since(from, 10_000).await?;
+            let changes = match store.changes_since(from, 10_000).await {
+                Ok(changes) => changes,
+                Err(StoreError::ChangesCompacted { after, oldest }) => {
+                    // Too far behind for the log (a replica that was cut off for long):
+                    // reload everything, as at start-up.
+                    tracing::warn!(
+                        after,
+                        oldest,
+                        "the change log moved past this replica; reloading every namespace"
+                    );
+                    let fresh = Self::load(store, self.inner.fractional).await?;
+                    let map = fresh.inner.map.load_full();
+                    touched.extend(map.keys().cloned());
+                    touched.extend(self.inner.map.load().keys().cloned());
+                    self.inner.map.store(map);
+                    self.inner.applied.send_replace(fresh.applied());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(last) = changes.last().map(|c| c.revision) else {
                 self.inner
                     .synced_at
@@ -311,7 +330,7 @@ mod tests {
     use serde_json::{Value, json};
     use vexil_core::domain::{Flag, Namespace, Segment};
     use vexil_store::sqlite::SqliteStore;
-    use vexil_store::{Expect, FlagStore, Write};
+    use vexil_store::{ChangeFeed, Expect, FlagStore, Write};
 
     use super::*;
 
@@ -429,5 +448,74 @@ mod tests {
         let gold = json!({"tier": "gold"});
         let r = cache.get("prod").expect("prod").flags.evaluate("a", &gold);
         assert_eq!(r.value.as_deref(), Some(&json!("a-a")), "{r:?}");
+    }
+
+    /// A replica cut off for longer than the etcd change log reaches back reloads every
+    /// namespace (deletes and new namespaces included) instead of following a log with a hole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_behind_the_retained_change_log_reloads_everything() {
+        let endpoint = tokio::task::spawn_blocking(vexil_testkit::etcd::endpoint)
+            .await
+            .expect("etcd");
+        let store = vexil_store::etcd::EtcdStore::connect(
+            &[endpoint],
+            &vexil_testkit::etcd::unique_prefix(),
+        )
+        .await
+        .expect("connect");
+        store.set_change_retention(2);
+        let ns = |key: &str| Write::PutNamespace {
+            namespace: from::<Namespace>(json!({"key": key})),
+            expect: Expect::Absent,
+        };
+        store
+            .commit(
+                vec![ns("prod"), flag("a", json!({})), flag("b", json!({}))],
+                Vec::new(),
+            )
+            .await
+            .expect("commit");
+        let cache = SnapshotCache::load(&store, FractionalVersion::V2)
+            .await
+            .expect("load");
+        // Five commits while this replica is not following: more than the log keeps.
+        let delete_b = Write::DeleteFlag {
+            namespace: "prod".into(),
+            key: "b".into(),
+            expect: Expect::Any,
+        };
+        for writes in [
+            vec![delete_b],
+            vec![flag("c", json!({}))],
+            vec![ns("staging")],
+            vec![flag("a", json!({"if": [true, "b", null]}))],
+            vec![flag("d", json!({}))],
+        ] {
+            store.commit(writes, Vec::new()).await.expect("commit");
+        }
+        assert!(matches!(
+            store.changes_since(cache.applied(), 100).await,
+            Err(StoreError::ChangesCompacted { .. })
+        ));
+        let touched = cache.catch_up(&store).await.expect("catch up");
+        assert!(
+            touched.contains("prod") && touched.contains("staging"),
+            "{touched:?}"
+        );
+        let fresh = SnapshotCache::load(&store, FractionalVersion::V2)
+            .await
+            .expect("load");
+        assert_eq!(cache.applied(), fresh.applied());
+        assert_eq!(cache.namespaces(), fresh.namespaces());
+        assert_eq!(answers(&cache), answers(&fresh));
+        let keys: Vec<String> = cache
+            .get("prod")
+            .expect("prod")
+            .flags
+            .keys()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(keys, ["a", "c", "d"]);
     }
 }

@@ -80,6 +80,11 @@ use crate::{
 /// How many times a commit re-reads and retries after losing a compare to another writer.
 pub const MAX_ATTEMPTS: u32 = 100;
 
+/// How many commits the change log keeps by default: each commit deletes the change key of the
+/// commit this many revisions before it, in its own txn, so the log (and etcd's database)
+/// stays bounded. A consumer further behind gets [`StoreError::ChangesCompacted`] and reloads.
+pub const CHANGE_RETENTION: u64 = 100_000;
+
 /// How often the subscription task re-reads the counter even when the watch is quiet.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -150,6 +155,7 @@ struct Inner {
     revision_tx: Arc<watch::Sender<Revision>>,
     follower: tokio::task::AbortHandle,
     audit_mode: AuditMode,
+    change_retention: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for Inner {
@@ -204,8 +210,18 @@ impl EtcdStore {
                 revision_tx,
                 follower,
                 audit_mode,
+                change_retention: std::sync::atomic::AtomicU64::new(CHANGE_RETENTION),
             }),
         })
+    }
+
+    /// Keeps the last `commits` commits in the change log from now on (at least 1; the
+    /// default is [`CHANGE_RETENTION`]). Every replica of a deployment should use the same
+    /// value.
+    pub fn set_change_retention(&self, commits: u64) {
+        self.inner
+            .change_retention
+            .store(commits.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Up to `limit` outbox entries, oldest commit first.
@@ -848,6 +864,13 @@ impl EtcdStore {
             let text = serde_json::to_vec(&changes)
                 .map_err(|e| internal(format!("etcd: encoding changes: {e}")))?;
             ops.push(TxnOp::put(keys.change(revision), text.clone(), None));
+            let retention = self
+                .inner
+                .change_retention
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if revision > retention {
+                ops.push(TxnOp::delete(keys.change(revision - retention), None));
+            }
             Some(text)
         };
         for (key, t) in &attempt.touched {
@@ -1202,6 +1225,24 @@ impl ChangeFeed for EtcdStore {
             }
         })
         .await?;
+        // Revisions are gap-free and every commit with writes has a change key, so a log that
+        // does not start right after `after` (while the store is past it) was trimmed.
+        let at = resp
+            .header()
+            .map_or(0, etcd_client::ResponseHeader::revision);
+        let (current, _, _) = read_counter(&mut self.kv(), keys, at).await?;
+        let first = match resp.kvs().first() {
+            Some(item) => decode::<Vec<Change>>(item.value(), "changes")?
+                .first()
+                .map(|c| c.revision),
+            None => None,
+        };
+        if current > after && first != Some(after + 1) {
+            return Err(StoreError::ChangesCompacted {
+                after,
+                oldest: first.unwrap_or(current),
+            });
+        }
         let mut out: Vec<Change> = Vec::new();
         for item in resp.kvs() {
             let commit: Vec<Change> = decode(item.value(), "changes")?;

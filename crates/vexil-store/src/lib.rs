@@ -65,6 +65,17 @@ pub enum StoreError {
         /// The namespace.
         namespace: String,
     },
+    /// The change log no longer reaches back to the revision asked for: the backend keeps a
+    /// bounded log (etcd) and has dropped the commits after `after` up to `oldest`. The
+    /// consumer must reload from a consistent read ([`FlagStore::load_namespace`]) and follow
+    /// from there. Nothing is wrong with the store.
+    #[error("the change log starts at revision {oldest}; changes after {after} are gone")]
+    ChangesCompacted {
+        /// The revision the consumer asked to resume after.
+        after: Revision,
+        /// The oldest revision the log still holds.
+        oldest: Revision,
+    },
     /// The batch is larger than the backend takes in one atomic write (etcd's per-transaction
     /// limits). Retrying will not help; a smaller batch may. Nothing was written.
     #[error("batch too large: {message}")]
@@ -337,8 +348,12 @@ pub trait ChangeFeed: Send + Sync + 'static {
     /// single commit with more than `limit` changes is returned alone and whole, so a consumer
     /// never stalls.
     ///
+    /// A backend may keep a bounded log (etcd keeps the last [`etcd::CHANGE_RETENTION`]
+    /// commits): when `after` is older than what it holds, it answers
+    /// [`StoreError::ChangesCompacted`] rather than a log with a hole in it.
+    ///
     /// # Errors
-    /// Unavailable / Internal.
+    /// [`StoreError::ChangesCompacted`], Unavailable / Internal.
     async fn changes_since(&self, after: Revision, limit: usize)
     -> Result<Vec<Change>, StoreError>;
 

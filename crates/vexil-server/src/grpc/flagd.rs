@@ -18,7 +18,7 @@ use tonic::{Request, Response, Status};
 use vexil_core::{ErrorCode, Reason, Resolution, ValueKind};
 use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::flagd::sync::v1 as sync;
-use vexil_service::{Credential, DEFAULT_NAMESPACE, Permission, Principal};
+use vexil_service::{ChangeBatch, Credential, DEFAULT_NAMESPACE, Permission, Principal};
 
 use super::convert::{self, map_to_struct, status};
 use crate::AppState;
@@ -191,7 +191,14 @@ fn event_stream<T: Send + 'static>(
                     let mut keys = Map::new();
                     loop {
                         match app.flags.changes_since(&pass, &ns, seen, 10_000).await {
-                            Ok((changes, last)) => {
+                            Ok(ChangeBatch::Resync) => {
+                                // Too far behind the log to name the keys: everything may
+                                // have changed.
+                                keys.insert("*".into(), json!({"type": "update"}));
+                                seen = app.flags.cache().applied();
+                                break;
+                            }
+                            Ok(ChangeBatch::Changes { changes, last }) => {
                                 for c in changes {
                                     if c.kind == vexil_core::domain::ResourceKind::Flag {
                                         keys.insert(c.key, json!({"type": if c.after.is_some() { "update" } else { "delete" }}));
@@ -550,7 +557,7 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
                         // Only namespaces that changed get a new document; the document sent is
                         // always the latest, so a slow consumer skips intermediate states.
                         let touched = match app.flags.changes_since(&pass, &ns, sent, 10_000).await {
-                            Ok((changes, last)) if changes.is_empty() => {
+                            Ok(ChangeBatch::Changes { changes, last }) if changes.is_empty() => {
                                 sent = last;
                                 false
                             }

@@ -5,8 +5,11 @@
 //! revision; after that, and when resuming from a revision the log still holds, it sends one
 //! `change` frame per changed resource, in revision order. The server pings every
 //! [`PING_EVERY`]; client pings are answered. A consumer that cannot take a frame within
-//! `VEXIL_WATCH_SEND_TIMEOUT_MS` (10 s by default) is closed with code 4008 ("consumer too slow") instead of being buffered
-//! for: the stream holds at most one batch of changes in memory.
+//! `VEXIL_WATCH_SEND_TIMEOUT_MS` (10 s by default) is closed with code 4008 ("consumer too
+//! slow") instead of being buffered for: the stream holds at most one batch of changes in
+//! memory. When the store's change log no longer reaches the watcher's revision (etcd keeps
+//! the last `ETCD_CHANGE_RETENTION` commits), the stream sends a new `snapshot` frame, which
+//! replaces the watcher's state, and goes on from there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +21,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vexil_core::domain::Revision;
-use vexil_service::{Permission, Principal};
+use vexil_service::{ChangeBatch, Permission, Principal};
 
 use super::admin::Params;
 use super::extract::Caller;
@@ -81,6 +84,17 @@ pub async fn watch(
     Ok(ws.on_upgrade(move |socket| stream(app, p, ns, from, socket)))
 }
 
+/// A `snapshot` frame: the namespace's whole state, which replaces whatever the watcher held.
+fn snapshot_frame(ns: &str, state: vexil_store::NamespaceState) -> Value {
+    json!({
+        "type": "snapshot",
+        "namespace": ns,
+        "revision": state.revision,
+        "flags": state.flags,
+        "segments": state.segments,
+    })
+}
+
 fn text(v: &Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
@@ -118,13 +132,7 @@ async fn stream(
         match app.flags.namespace_state(&pass, &ns).await {
             Ok(state) => {
                 seen = state.revision;
-                let frame = json!({
-                    "type": "snapshot",
-                    "namespace": ns,
-                    "revision": state.revision,
-                    "flags": state.flags,
-                    "segments": state.segments,
-                });
+                let frame = snapshot_frame(&ns, state);
                 if send(&mut socket, text(&frame), app.watch_send_timeout)
                     .await
                     .is_err()
@@ -153,7 +161,28 @@ async fn stream(
         // Send everything committed since `seen`, in batches that never split a commit.
         loop {
             let (changes, last) = match app.flags.changes_since(&pass, &ns, seen, BATCH).await {
-                Ok(r) => r,
+                Ok(ChangeBatch::Changes { changes, last }) => (changes, last),
+                Ok(ChangeBatch::Resync) => {
+                    // The store's log no longer reaches `seen` (deletions in the gap cannot be
+                    // replayed): a new snapshot frame replaces the watcher's state.
+                    match app.flags.namespace_state(&pass, &ns).await {
+                        Ok(state) => {
+                            seen = state.revision;
+                            let frame = snapshot_frame(&ns, state);
+                            if send(&mut socket, text(&frame), app.watch_send_timeout)
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watch could not read a snapshot; will retry on the next commit");
+                            break;
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "watch could not read changes; will retry on the next commit");
                     break;

@@ -470,3 +470,58 @@ async fn eight_writers_on_three_replicas_lose_no_update_and_audit_each_success_o
     drop(r);
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_resuming_from_before_the_retained_change_log_gets_a_snapshot() {
+    let (url, db) = fresh_database().await;
+    let etcd = shared_etcd().await;
+    let prefix = vexil_testkit::etcd::unique_prefix();
+    let s = Server::start_with(|o| {
+        o.env("DB_URL", &url)
+            .env("ETCD_ENDPOINTS", &etcd)
+            .env("ETCD_PREFIX", &prefix)
+            .env("ETCD_CHANGE_RETENTION", "3")
+            .env("JWT_SECRET", SHARED_JWT_SECRET)
+    })
+    .await;
+    for i in 0..6 {
+        let (status, _) = s
+            .post(
+                "/api/v1/namespaces/default/flags",
+                &bool_flag(&format!("f{i}")),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (_, ready) = s.get("/readyz").await;
+    let current = ready["revision"].as_u64().expect("revision");
+
+    // From inside the kept log: the changes it missed.
+    let mut ws = ws_connect(
+        &s,
+        &format!(
+            "/api/v1/namespaces/default/watch?fromRevision={}",
+            current - 2
+        ),
+    )
+    .await;
+    let frame = next_json_within(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(
+        (frame["type"].as_str(), frame["revision"].as_u64()),
+        (Some("change"), Some(current - 1)),
+        "{frame}"
+    );
+
+    // From before it: a snapshot with everything, then live changes.
+    let mut ws = ws_connect(&s, "/api/v1/namespaces/default/watch?fromRevision=1").await;
+    let frame = next_json_within(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(frame["type"], "snapshot", "{frame}");
+    assert_eq!(frame["flags"].as_array().map(Vec::len), Some(6), "{frame}");
+    let (status, _) = s
+        .post("/api/v1/namespaces/default/flags", &bool_flag("late"))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(next_change(&mut ws, "late").await["after"]["version"], 1);
+    drop(s);
+    drop(db);
+}

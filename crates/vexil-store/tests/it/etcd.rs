@@ -256,3 +256,58 @@ async fn a_batch_over_the_transaction_limit_is_too_large_and_writes_nothing() {
     );
     assert_eq!(conformance::all_audit(&store).await.len(), 1);
 }
+
+/// The change log keeps the last N commits; a consumer further behind is told to reload
+/// instead of getting a log with a hole in it.
+#[tokio::test]
+async fn a_consumer_behind_the_retained_change_log_is_told_to_reload() {
+    let store = fresh().await;
+    store.set_change_retention(3);
+    commit_audited(&store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    for i in 0..5 {
+        let mut f = flag("prod", "hot");
+        f.name = format!("take {i}");
+        commit_audited(&store, vec![put_flag(f, Expect::Any)]).await;
+    }
+    let current = store.current_revision().await.expect("revision");
+    assert_eq!(current, 6);
+    // Revisions 4, 5 and 6 are kept: resuming after 3 works, after 2 does not.
+    let kept = store.changes_since(3, usize::MAX).await.expect("changes");
+    assert_eq!(
+        kept.iter().map(|c| c.revision).collect::<Vec<_>>(),
+        [4, 5, 6]
+    );
+    for after in [0, 2] {
+        match store.changes_since(after, usize::MAX).await {
+            Err(StoreError::ChangesCompacted { after: a, oldest }) => {
+                assert_eq!((a, oldest), (after, 4));
+            }
+            other => panic!("changes after {after}: {other:?}"),
+        }
+    }
+    assert!(
+        store
+            .changes_since(current, 10)
+            .await
+            .expect("up to date")
+            .is_empty()
+    );
+    // The trimmed commits are gone from etcd, not just hidden.
+    let mut raw = etcd_client::Client::connect([endpoint().await], None)
+        .await
+        .expect("client");
+    let prefix = format!("{}change/", store.prefix());
+    let count = raw
+        .get(
+            prefix,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count")
+        .count();
+    assert_eq!(count, 3);
+}

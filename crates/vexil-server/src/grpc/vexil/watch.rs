@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vexil_core::domain::{Change, ResourceKind, Revision};
 use vexil_proto::vexil::v1 as pb;
-use vexil_service::{Permission, Principal};
+use vexil_service::{ChangeBatch, Permission, Principal};
 use vexil_store::NamespaceState;
 
 use super::{VexilApi, namespace};
@@ -167,7 +167,14 @@ async fn follow(
                 Err(e) => return sink.end(status(e)),
             };
             match app.flags.changes_since(&pass, &ns, seen, BATCH).await {
-                Ok((changes, last)) => {
+                Ok(ChangeBatch::Resync) => {
+                    // The store's log no longer reaches `seen`; deletions in the gap cannot be
+                    // replayed, so the client starts again from a snapshot.
+                    return sink.end(Status::out_of_range(format!(
+                        "the change log no longer reaches revision {seen}; watch again without from_revision for a snapshot"
+                    )));
+                }
+                Ok(ChangeBatch::Changes { changes, last }) => {
                     for c in changes {
                         if sink.send(event(c, false)).await.is_err() {
                             return;
