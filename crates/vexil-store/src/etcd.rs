@@ -20,17 +20,18 @@
 //!
 //! # Compare-and-set
 //!
-//! [`FlagStore::commit`] is optimistic. It reads, at one etcd revision, every key the batch
-//! touches (remembering each `mod_revision`, 0 for an absent key), the revision counter and the
-//! audit head, and applies the batch to that view in memory, checking every [`crate::Expect`]
-//! exactly as the SQL backends do. Then it sends ONE etcd txn whose compares are
-//! `mod_revision == seen` for every touched key, the counter and the audit head, and whose success ops write the new documents, bump the counter, write the change
-//! entries and append the audit events. If any compare fails, someone wrote in between: the
-//! commit starts over from a fresh read, and that re-read either fails a condition (the caller
-//! gets `VersionMismatch`, `NotFound`, …) or applies cleanly and is retried, up to
-//! [`MAX_ATTEMPTS`] times (then `Unavailable`). Since every commit with writes bumps the
-//! counter and every commit compares it, commits are serialised through the counter: revisions
-//! are gap-free and increasing, and a namespace's emptiness check cannot race a flag create.
+//! [`FlagStore::commit`] is optimistic. It reads, at one etcd revision, every key the batch touches
+//! (remembering each `mod_revision`, 0 for an absent key), the revision counter and the audit head,
+//! and applies the batch to that view in memory, checking every [`crate::Expect`] with the same
+//! rules as the SQL backends (`plan.rs`). Then it sends ONE etcd txn whose compares are
+//! `mod_revision == seen` for every touched key, the counter and the audit head, and whose success
+//! ops write the new documents, bump the counter, write the change entries and append the audit
+//! events. If any compare fails, someone wrote in between: the commit starts over from a fresh
+//! read, and that re-read either fails a condition (the caller gets `VersionMismatch`, `NotFound`,
+//! …) or applies cleanly and is retried, up to [`MAX_ATTEMPTS`] times (then `Unavailable`). Since
+//! every commit with writes bumps the counter and every commit compares it, commits are serialised
+//! through the counter: revisions are gap-free and increasing, and a namespace's emptiness check
+//! cannot race a flag create.
 //!
 //! Where the audit events go depends on the [`AuditMode`]. Standalone ([`AuditMode::Chain`]),
 //! the audit log lives here, with the same `seq` and hash chain as the SQL backends; unlike
@@ -72,9 +73,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
 
+use crate::codec::Codec;
+use crate::plan::{self, Applied, Versioned, not_found};
 use crate::{
     AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, NamespaceState,
-    Page, StoreError, Write, chain_hash,
+    Page, StoreError, Write, listing,
 };
 
 /// How many times a commit re-reads and retries after losing a compare to another writer.
@@ -110,9 +113,8 @@ fn retry_pause(tries: u32) -> Duration {
     (RETRY_PAUSE * tries).min(MAX_RETRY_PAUSE)
 }
 
-/// Listing defaults (the trait's documented values).
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Errors name the backend `etcd`.
+const CODEC: Codec = Codec::new("etcd");
 
 /// Keys per range read when filtering audit events in this process.
 const AUDIT_BATCH: i64 = 500;
@@ -248,7 +250,7 @@ impl EtcdStore {
             .map(|kv| {
                 let key = String::from_utf8(kv.key().to_vec())
                     .map_err(|e| internal(format!("etcd: an outbox key is not UTF-8: {e}")))?;
-                let events = decode(kv.value(), "outbox entry")?;
+                let events = CODEC.decode_bytes(kv.value(), "outbox entry")?;
                 Ok(OutboxEntry { key, events })
             })
             .collect()
@@ -423,30 +425,6 @@ fn internal(message: String) -> StoreError {
     StoreError::Internal { message }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| internal(format!("etcd: decoding a stored {what}: {e}")))
-}
-
-fn encode<T: Serialize>(value: &T, what: &str) -> Result<Value, StoreError> {
-    serde_json::to_value(value).map_err(|e| internal(format!("etcd: encoding a {what}: {e}")))
-}
-
-fn not_found(kind: ResourceKind, namespace: &str, key: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        namespace: namespace.to_owned(),
-        key: key.to_owned(),
-    }
-}
-
-fn page_limit(requested: usize) -> usize {
-    match requested {
-        0 => DEFAULT_LIMIT,
-        n => n.min(MAX_LIMIT),
-    }
-}
-
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct AuditHead {
     seq: u64,
@@ -581,7 +559,10 @@ impl Attempt<'_> {
         }
         let found = get_at(&mut self.kv, key, self.at).await?;
         let (state, seen) = match found {
-            Some((bytes, modrev)) => (Some(decode::<Value>(&bytes, "document")?), modrev),
+            Some((bytes, modrev)) => (
+                Some(CODEC.decode_bytes::<Value>(&bytes, "document")?),
+                modrev,
+            ),
             None => (None, 0),
         };
         self.touched.insert(
@@ -612,11 +593,8 @@ impl Attempt<'_> {
 
     async fn require_namespace(&mut self, ns: &str) -> Result<(), StoreError> {
         let key = self.keys.ns(ns);
-        if self.load(&key).await?.is_some() {
-            Ok(())
-        } else {
-            Err(not_found(ResourceKind::Namespace, ns, ns))
-        }
+        let exists = self.load(&key).await?.is_some();
+        plan::require_namespace(ns, exists)
     }
 
     /// Whether the namespace holds flags or segments in this view.
@@ -655,96 +633,30 @@ impl Attempt<'_> {
     }
 
     /// Applies one write to the view; returns the change it makes.
-    async fn apply(
-        &mut self,
-        write: Write,
-    ) -> Result<(ResourceKind, String, String, Option<Value>), StoreError> {
+    async fn apply(&mut self, write: Write) -> Result<Applied, StoreError> {
         match write {
-            Write::PutNamespace {
-                mut namespace,
-                expect,
-            } => {
-                let kind = ResourceKind::Namespace;
+            Write::PutNamespace { namespace, expect } => {
                 let key = self.keys.ns(&namespace.key);
-                let existing = self.version(&key).await?;
-                check(
-                    expect,
-                    existing.as_ref().map(|(v, _)| *v),
-                    kind,
-                    &namespace.key,
-                    &namespace.key,
-                )?;
-                namespace.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
-                if let Some((_, old)) = existing {
-                    let old: Namespace = serde_json::from_value(old)
-                        .map_err(|e| internal(format!("etcd: decoding a stored namespace: {e}")))?;
-                    namespace.created_at = old.created_at;
-                }
-                let value = encode(&namespace, "namespace")?;
-                self.set(key, Some(value.clone()));
-                Ok((kind, namespace.key.clone(), namespace.key, Some(value)))
+                self.put(key, namespace, expect).await
             }
             Write::DeleteNamespace { key: ns, expect } => {
                 let kind = ResourceKind::Namespace;
                 let key = self.keys.ns(&ns);
                 let stored = self.version(&key).await?.map(|(v, _)| v);
-                check(expect, stored, kind, &ns, &ns)?;
-                if stored.is_none() {
-                    return Err(not_found(kind, &ns, &ns));
-                }
-                if self.occupied(&ns).await? {
-                    return Err(StoreError::NamespaceNotEmpty { namespace: ns });
-                }
+                plan::delete(expect, stored, kind, &ns, &ns)?;
+                plan::require_empty(&ns, self.occupied(&ns).await?)?;
                 self.set(key, None);
-                Ok((kind, ns.clone(), ns, None))
+                Ok(Applied::delete(kind, ns.clone(), ns))
             }
-            Write::PutFlag { mut flag, expect } => {
-                let kind = ResourceKind::Flag;
+            Write::PutFlag { flag, expect } => {
                 self.require_namespace(&flag.namespace).await?;
                 let key = self.keys.flag(&flag.namespace, &flag.key);
-                let existing = self.version(&key).await?;
-                check(
-                    expect,
-                    existing.as_ref().map(|(v, _)| *v),
-                    kind,
-                    &flag.namespace,
-                    &flag.key,
-                )?;
-                flag.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
-                if let Some((_, old)) = existing {
-                    let old: Flag = serde_json::from_value(old)
-                        .map_err(|e| internal(format!("etcd: decoding a stored flag: {e}")))?;
-                    flag.created_at = old.created_at;
-                    flag.created_by = old.created_by;
-                }
-                let value = encode(&flag, "flag")?;
-                self.set(key, Some(value.clone()));
-                Ok((kind, flag.namespace, flag.key, Some(value)))
+                self.put(key, flag, expect).await
             }
-            Write::PutSegment {
-                mut segment,
-                expect,
-            } => {
-                let kind = ResourceKind::Segment;
+            Write::PutSegment { segment, expect } => {
                 self.require_namespace(&segment.namespace).await?;
                 let key = self.keys.seg(&segment.namespace, &segment.key);
-                let existing = self.version(&key).await?;
-                check(
-                    expect,
-                    existing.as_ref().map(|(v, _)| *v),
-                    kind,
-                    &segment.namespace,
-                    &segment.key,
-                )?;
-                segment.version = existing.as_ref().map_or(1, |(v, _)| v + 1);
-                if let Some((_, old)) = existing {
-                    let old: Segment = serde_json::from_value(old)
-                        .map_err(|e| internal(format!("etcd: decoding a stored segment: {e}")))?;
-                    segment.created_at = old.created_at;
-                }
-                let value = encode(&segment, "segment")?;
-                self.set(key, Some(value.clone()));
-                Ok((kind, segment.namespace, segment.key, Some(value)))
+                self.put(key, segment, expect).await
             }
             Write::DeleteFlag {
                 namespace,
@@ -767,6 +679,29 @@ impl Attempt<'_> {
         }
     }
 
+    /// Puts `item` at `etcd_key` (see [`plan::put`]). The condition is checked on the stored
+    /// version before the stored document is decoded.
+    async fn put<T: Versioned>(
+        &mut self,
+        etcd_key: String,
+        item: T,
+        expect: Expect,
+    ) -> Result<Applied, StoreError> {
+        let what = T::KIND.as_str();
+        let stored = self.version(&etcd_key).await?;
+        let version = stored.as_ref().map(|(v, _)| *v);
+        plan::check(expect, version, T::KIND, item.namespace(), item.key())?;
+        let stored = match stored {
+            Some((version, doc)) => Some((version, CODEC.decode_value(doc, what)?)),
+            None => None,
+        };
+        let item = plan::stamp(item, stored).item;
+        let value = CODEC.to_value(&item, what)?;
+        self.set(etcd_key, Some(value.clone()));
+        Ok(Applied::put(&item, value))
+    }
+
+    /// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
     async fn delete_scoped(
         &mut self,
         kind: ResourceKind,
@@ -774,43 +709,12 @@ impl Attempt<'_> {
         namespace: String,
         key: String,
         expect: Expect,
-    ) -> Result<(ResourceKind, String, String, Option<Value>), StoreError> {
+    ) -> Result<Applied, StoreError> {
         self.require_namespace(&namespace).await?;
         let stored = self.version(&etcd_key).await?.map(|(v, _)| v);
-        check(expect, stored, kind, &namespace, &key)?;
-        if stored.is_none() {
-            return Err(not_found(kind, &namespace, &key));
-        }
+        plan::delete(expect, stored, kind, &namespace, &key)?;
         self.set(etcd_key, None);
-        Ok((kind, namespace, key, None))
-    }
-}
-
-/// Checks a write's condition against the stored version (`None`: absent).
-fn check(
-    expect: Expect,
-    stored: Option<u64>,
-    kind: ResourceKind,
-    namespace: &str,
-    key: &str,
-) -> Result<(), StoreError> {
-    match (expect, stored) {
-        (Expect::Absent, Some(_)) => Err(StoreError::AlreadyExists {
-            kind,
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-        }),
-        (Expect::Version(expected), Some(actual)) if expected != actual => {
-            Err(StoreError::VersionMismatch {
-                kind,
-                namespace: namespace.to_owned(),
-                key: key.to_owned(),
-                expected,
-                actual,
-            })
-        }
-        (Expect::Version(_) | Expect::Exists, None) => Err(not_found(kind, namespace, key)),
-        _ => Ok(()),
+        Ok(Applied::delete(kind, namespace, key))
     }
 }
 
@@ -846,15 +750,15 @@ impl EtcdStore {
         let mut changes = Vec::with_capacity(writes.len());
         let mut results = Vec::with_capacity(writes.len());
         for write in writes.iter().cloned() {
-            let (kind, namespace, key, after) = attempt.apply(write).await?;
+            let applied = attempt.apply(write).await?;
             changes.push(Change {
                 revision,
-                namespace,
-                kind,
-                key,
-                after: after.clone(),
+                namespace: applied.namespace,
+                kind: applied.kind,
+                key: applied.key,
+                after: applied.after.clone(),
             });
-            results.push(after);
+            results.push(applied.after);
         }
         // One key for the commit's changes (not one per write): a txn's operation count is
         // what limits the size of a batch.
@@ -946,7 +850,10 @@ impl EtcdStore {
         let keys = self.keys();
         let head_key = keys.audit_head();
         let (head, head_seen) = match get_at(kv, &head_key, at).await? {
-            Some((bytes, modrev)) => (decode::<AuditHead>(&bytes, "audit head")?, modrev),
+            Some((bytes, modrev)) => (
+                CODEC.decode_bytes::<AuditHead>(&bytes, "audit head")?,
+                modrev,
+            ),
             None => (AuditHead::default(), 0),
         };
         compares.push(Compare::mod_revision(
@@ -954,27 +861,21 @@ impl EtcdStore {
             CompareOp::Equal,
             head_seen,
         ));
-        let (mut seq, mut prev_hash) = (head.seq, head.hash);
-        let mut stored = Vec::with_capacity(audit.len());
-        for event in audit {
-            let mut event = event.clone();
-            seq += 1;
-            event.seq = seq;
-            event.prev_hash = prev_hash;
-            event.hash = chain_hash(&event.prev_hash, &event);
-            prev_hash = event.hash.clone();
-            stored.push(event);
-        }
+        let stored = plan::chain(audit.to_vec(), head.seq, head.hash.clone());
+        let head = match stored.last() {
+            Some(last) => AuditHead {
+                seq: last.seq,
+                hash: last.hash.clone(),
+            },
+            None => head,
+        };
         // One key per commit, named by its last seq (a txn holds at most `--max-txn-ops`
         // operations, and an audit-only batch may carry hundreds of events).
         let doc = serde_json::to_vec(&stored)
             .map_err(|e| internal(format!("etcd: encoding audit events: {e}")))?;
-        ops.push(TxnOp::put(keys.audit_events(seq), doc, None));
-        let head = serde_json::to_vec(&AuditHead {
-            seq,
-            hash: prev_hash,
-        })
-        .map_err(|e| internal(format!("etcd: encoding the audit head: {e}")))?;
+        ops.push(TxnOp::put(keys.audit_events(head.seq), doc, None));
+        let head = serde_json::to_vec(&head)
+            .map_err(|e| internal(format!("etcd: encoding the audit head: {e}")))?;
         ops.push(TxnOp::put(head_key, head, None));
         Ok(stored)
     }
@@ -988,12 +889,7 @@ impl FlagStore for EtcdStore {
         audit: Vec<AuditEvent>,
     ) -> Result<Committed, StoreError> {
         if writes.is_empty() && audit.is_empty() {
-            let revision = self.current_revision().await?;
-            return Ok(Committed {
-                revision,
-                results: Vec::new(),
-                audit: Vec::new(),
-            });
+            return Ok(plan::empty_commit(self.current_revision().await?));
         }
         let started = tokio::time::Instant::now();
         let mut unavailable = 0;
@@ -1038,13 +934,13 @@ impl FlagStore for EtcdStore {
         range_at(&mut self.kv(), prefix, end, 0)
             .await?
             .iter()
-            .map(|(_, v)| decode(v, "namespace"))
+            .map(|(_, v)| CODEC.decode_bytes(v, "namespace"))
             .collect()
     }
 
     async fn get_namespace(&self, key: &str) -> Result<Namespace, StoreError> {
         match get_at(&mut self.kv(), &self.keys().ns(key), 0).await? {
-            Some((bytes, _)) => decode(&bytes, "namespace"),
+            Some((bytes, _)) => CODEC.decode_bytes(&bytes, "namespace"),
             None => Err(not_found(ResourceKind::Namespace, key, key)),
         }
     }
@@ -1067,44 +963,25 @@ impl FlagStore for EtcdStore {
         let mut kv = self.kv();
         let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
         self.require_namespace(&mut kv, namespace, at).await?;
-        let limit = page_limit(query.limit);
+        let limit = listing::page_limit(query.limit);
         let prefix = self.keys().flag_prefix(namespace);
         let from = match &query.cursor {
             Some(cursor) => key_after(&format!("{prefix}{cursor}")),
             None => prefix.as_bytes().to_vec(),
         };
-        let needle = query
-            .text
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(str::to_lowercase);
-        let mut items = Vec::new();
-        let mut more = false;
+        let needle = listing::needle(query);
+        // One match more than the page, to know whether another page follows.
+        let mut found = Vec::new();
         for (_, bytes) in range_at(&mut kv, from, prefix_end(&prefix), at).await? {
-            let flag: Flag = decode(&bytes, "flag")?;
-            if let Some(tag) = &query.tag
-                && !flag.tags.iter().any(|t| t == tag)
-            {
-                continue;
+            let flag: Flag = CODEC.decode_bytes(&bytes, "flag")?;
+            if listing::matches(&flag, query, needle.as_deref()) {
+                found.push(flag);
+                if found.len() > limit {
+                    break;
+                }
             }
-            if let Some(needle) = &needle
-                && ![&flag.key, &flag.name, &flag.description]
-                    .iter()
-                    .any(|f| f.to_lowercase().contains(needle.as_str()))
-            {
-                continue;
-            }
-            if items.len() == limit {
-                more = true;
-                break;
-            }
-            items.push(flag);
         }
-        let next_cursor = if more {
-            items.last().map(|f: &Flag| f.key.clone())
-        } else {
-            None
-        };
+        let (items, next_cursor) = listing::split_page(found, limit, |f| &f.key);
         Ok(Page { items, next_cursor })
     }
 
@@ -1127,7 +1004,7 @@ impl FlagStore for EtcdStore {
         range_at(&mut kv, prefix, end, at)
             .await?
             .iter()
-            .map(|(_, v)| decode(v, "segment"))
+            .map(|(_, v)| CODEC.decode_bytes(v, "segment"))
             .collect()
     }
 
@@ -1136,7 +1013,7 @@ impl FlagStore for EtcdStore {
         let mut kv = self.kv();
         let (revision, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
         let ns = match get_at(&mut kv, &self.keys().ns(namespace), at).await? {
-            Some((bytes, _)) => decode::<Namespace>(&bytes, "namespace")?,
+            Some((bytes, _)) => CODEC.decode_bytes::<Namespace>(&bytes, "namespace")?,
             None => return Err(not_found(ResourceKind::Namespace, namespace, namespace)),
         };
         let fp = self.keys().flag_prefix(namespace);
@@ -1144,14 +1021,14 @@ impl FlagStore for EtcdStore {
         let flags = range_at(&mut kv, fp, fe, at)
             .await?
             .iter()
-            .map(|(_, v)| decode(v, "flag"))
+            .map(|(_, v)| CODEC.decode_bytes(v, "flag"))
             .collect::<Result<Vec<Flag>, _>>()?;
         let sp = self.keys().seg_prefix(namespace);
         let se = prefix_end(&sp);
         let segments = range_at(&mut kv, sp, se, at)
             .await?
             .iter()
-            .map(|(_, v)| decode(v, "segment"))
+            .map(|(_, v)| CODEC.decode_bytes(v, "segment"))
             .collect::<Result<Vec<Segment>, _>>()?;
         Ok(NamespaceState {
             namespace: ns,
@@ -1185,7 +1062,7 @@ impl EtcdStore {
         let mut kv = self.kv();
         let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
         match get_at(&mut kv, etcd_key, at).await? {
-            Some((bytes, _)) => decode(&bytes, kind.as_str()),
+            Some((bytes, _)) => CODEC.decode_bytes(&bytes, kind.as_str()),
             None => {
                 self.require_namespace(&mut kv, namespace, at).await?;
                 Err(not_found(kind, namespace, key))
@@ -1232,7 +1109,8 @@ impl ChangeFeed for EtcdStore {
             .map_or(0, etcd_client::ResponseHeader::revision);
         let (current, _, _) = read_counter(&mut self.kv(), keys, at).await?;
         let first = match resp.kvs().first() {
-            Some(item) => decode::<Vec<Change>>(item.value(), "changes")?
+            Some(item) => CODEC
+                .decode_bytes::<Vec<Change>>(item.value(), "changes")?
                 .first()
                 .map(|c| c.revision),
             None => None,
@@ -1243,20 +1121,12 @@ impl ChangeFeed for EtcdStore {
                 oldest: first.unwrap_or(current),
             });
         }
-        let mut out: Vec<Change> = Vec::new();
-        for item in resp.kvs() {
-            let commit: Vec<Change> = decode(item.value(), "changes")?;
-            // Whole commits only; a commit larger than the limit comes alone, so a consumer
-            // never stalls.
-            if !out.is_empty() && out.len() + commit.len() > limit {
-                break;
-            }
-            out.extend(commit);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
+        let commits = resp.kvs().iter().map(|item| {
+            let commit: Vec<Change> = CODEC.decode_bytes(item.value(), "changes")?;
+            let count = commit.len();
+            Ok((commit, count))
+        });
+        Ok(listing::whole_commits(commits, limit)?.concat())
     }
 
     fn subscribe(&self) -> watch::Receiver<Revision> {
@@ -1268,7 +1138,7 @@ impl ChangeFeed for EtcdStore {
 impl AuditStore for EtcdStore {
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let keys = self.keys();
-        let limit = page_limit(query.limit);
+        let limit = listing::page_limit(query.limit);
         let mut kv = self.kv();
         let after = query.after_seq.unwrap_or(0);
         // A commit's events are under the seq of its last one: the first key at or after
@@ -1296,7 +1166,7 @@ impl AuditStore for EtcdStore {
                     .map_or(0, etcd_client::ResponseHeader::revision);
             }
             for item in resp.kvs() {
-                let events: Vec<AuditEvent> = decode(item.value(), "audit events")?;
+                let events: Vec<AuditEvent> = CODEC.decode_bytes(item.value(), "audit events")?;
                 for event in events {
                     let keep = event.seq > after
                         && query

@@ -1,35 +1,24 @@
-//! What the SQL backends share for [`IdentityStore`](crate::IdentityStore): the versioned
-//! identity resources (users and custom roles) as one shape, and the errors of a failed
-//! condition. The SQL itself stays in each backend.
+//! The identity write rules the SQL backends share for
+//! [`IdentityStore`](crate::IdentityStore), without I/O: users and custom roles are
+//! [`Versioned`] and follow the flag rules of [`crate::plan`] (with an empty namespace in their
+//! errors); bindings and tokens have no versions, only "the id must be new" and "the id must be
+//! there". The SQL itself stays in each backend.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use vexil_core::domain::ResourceKind;
 use vexil_core::identity::{Role, User};
 
 use crate::StoreError;
-
-/// A resource written with [`Expect`](crate::Expect) conditions and stamped by the store: a
-/// user or a custom role.
-pub(crate) trait Versioned: Serialize + DeserializeOwned + Send {
-    /// Its kind in errors.
-    const KIND: ResourceKind;
-    /// What it is called in decoding errors.
-    const WHAT: &'static str;
-    /// Its key (the name).
-    fn name(&self) -> &str;
-    /// Its version (as stamped).
-    fn version(&self) -> u64;
-    /// Sets the version the store assigns (previous + 1, or 1 for a create) and keeps the
-    /// creation time of the resource it replaces.
-    fn stamp(&mut self, previous: Option<&(u64, Self)>);
-}
+use crate::plan::{Versioned, not_found};
 
 impl Versioned for User {
     const KIND: ResourceKind = ResourceKind::User;
-    const WHAT: &'static str = "user";
 
-    fn name(&self) -> &str {
+    /// Identity resources live in no namespace: their errors carry an empty one.
+    fn namespace(&self) -> &str {
+        ""
+    }
+
+    fn key(&self) -> &str {
         &self.name
     }
 
@@ -37,9 +26,9 @@ impl Versioned for User {
         self.version
     }
 
-    fn stamp(&mut self, previous: Option<&(u64, Self)>) {
-        self.version = previous.map_or(1, |(v, _)| v + 1);
-        if let Some((_, old)) = previous {
+    fn stamp(&mut self, version: u64, previous: Option<Self>) {
+        self.version = version;
+        if let Some(old) = previous {
             self.created_at = old.created_at;
         }
     }
@@ -47,9 +36,13 @@ impl Versioned for User {
 
 impl Versioned for Role {
     const KIND: ResourceKind = ResourceKind::Role;
-    const WHAT: &'static str = "role";
 
-    fn name(&self) -> &str {
+    /// As for [`User`].
+    fn namespace(&self) -> &str {
+        ""
+    }
+
+    fn key(&self) -> &str {
         &self.name
     }
 
@@ -57,28 +50,43 @@ impl Versioned for Role {
         self.version
     }
 
-    fn stamp(&mut self, previous: Option<&(u64, Self)>) {
-        self.version = previous.map_or(1, |(v, _)| v + 1);
-        if let Some((_, old)) = previous {
+    fn stamp(&mut self, version: u64, previous: Option<Self>) {
+        self.version = version;
+        if let Some(old) = previous {
             self.created_at = old.created_at;
         }
     }
 }
 
-/// Identity resources live in no namespace: their errors carry an empty one.
-pub(crate) fn not_found(kind: ResourceKind, key: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        namespace: String::new(),
-        key: key.to_owned(),
+/// Creating a binding or token needs its id new, and a token's digest too.
+///
+/// # Errors
+/// [`StoreError::AlreadyExists`] for the new resource's `id` when it is `taken` (for a token,
+/// also when its digest is: the error must not say which other token holds the digest).
+pub(crate) fn require_new(kind: ResourceKind, id: &str, taken: bool) -> Result<(), StoreError> {
+    if taken {
+        Err(StoreError::AlreadyExists {
+            kind,
+            namespace: String::new(),
+            key: id.to_owned(),
+        })
+    } else {
+        Ok(())
     }
 }
 
-/// As [`not_found`]: a create found the id (or, for a token, its digest) taken.
-pub(crate) fn already_exists(kind: ResourceKind, key: &str) -> StoreError {
-    StoreError::AlreadyExists {
-        kind,
-        namespace: String::new(),
-        key: key.to_owned(),
+/// Deleting a binding or token needs it there (`deleted`: how many rows the delete removed).
+///
+/// # Errors
+/// [`StoreError::NotFound`] when nothing was deleted.
+pub(crate) fn require_deleted(
+    kind: ResourceKind,
+    id: &str,
+    deleted: u64,
+) -> Result<(), StoreError> {
+    if deleted == 0 {
+        Err(not_found(kind, "", id))
+    } else {
+        Ok(())
     }
 }

@@ -3,6 +3,12 @@
 //! the distributed mode's composition of etcd and PostgreSQL with its audit relay
 //! ([`distributed`]). It owns migrations and change feeds.
 //!
+//! The domain rules of a write (conditions, versions, what a replace keeps, what a delete
+//! needs) live once, in `plan` (and `identity` for identity's own); what the read paths share
+//! (page sizes, text filters, pagination, whole-commit feeds) in `listing`; the encoding of
+//! stored documents and counters in `codec`. Each backend keeps only its storage: SQL and its
+//! binding, transactions and locks, etcd's txns.
+//!
 //! It must not depend on any transport (axum, tonic) or on the service layer. Driver errors
 //! never leave this crate: every backend maps them to [`StoreError`].
 //!
@@ -11,9 +17,12 @@
 //! import and kill switches are all batches, so "a change and its audit record commit together
 //! or not at all" holds by construction.
 
+mod codec;
 pub mod distributed;
 pub mod etcd;
 mod identity;
+mod listing;
+mod plan;
 pub mod postgres;
 pub mod sqlite;
 

@@ -46,17 +46,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::{Mutex, MutexGuard, watch};
 use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
 use vexil_core::identity::IdentityState;
 
-use self::error::{TxError, from_json, from_migrate, from_sqlx, internal};
+use self::error::{TxError, from_migrate, from_sqlx, internal};
+use crate::codec::{ChangeRow, Codec};
+use crate::plan::{self, Versioned, not_found};
 use crate::{
     AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
     IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, StoreError, Write,
+    listing,
 };
 
 /// The channel every commit notifies, with its revision as the payload.
@@ -89,9 +91,8 @@ const WRITE_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts of a commit that hit a serialization failure or deadlock.
 const COMMIT_ATTEMPTS: u32 = 4;
 
-/// Listing defaults shared by `list_flags` and `list_audit` (the trait's documented values).
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
+/// Errors name the backend `postgres`.
+const CODEC: Codec = Codec::new("postgres");
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -333,12 +334,7 @@ impl FlagStore for PostgresStore {
         audit: Vec<AuditEvent>,
     ) -> Result<Committed, StoreError> {
         if writes.is_empty() && audit.is_empty() {
-            let revision = self.current_revision().await?;
-            return Ok(Committed {
-                revision,
-                results: Vec::new(),
-                audit: Vec::new(),
-            });
+            return Ok(plan::empty_commit(self.current_revision().await?));
         }
         // The commit runs on its own task so that it completes, and its revision is published,
         // even when the caller's future is dropped (an HTTP client that disconnects mid-request):
@@ -355,7 +351,9 @@ impl FlagStore for PostgresStore {
             .fetch_all(&self.inner.pool)
             .await
             .map_err(from_sqlx)?;
-        docs.iter().map(|(d,)| decode(d, "namespace")).collect()
+        docs.iter()
+            .map(|(d,)| CODEC.decode(d, "namespace"))
+            .collect()
     }
 
     async fn get_namespace(&self, key: &str) -> Result<Namespace, StoreError> {
@@ -364,18 +362,8 @@ impl FlagStore for PostgresStore {
     }
 
     async fn get_flag(&self, namespace: &str, key: &str) -> Result<Flag, StoreError> {
-        let mut conn = self.conn().await?;
-        let doc: Option<(String,)> =
-            sqlx::query_as("SELECT doc FROM flags WHERE namespace = $1 AND key = $2")
-                .bind(namespace)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(from_sqlx)?;
-        match doc {
-            Some((doc,)) => decode(&doc, "flag"),
-            None => Err(missing(&mut conn, ResourceKind::Flag, namespace, key).await),
-        }
+        let sql = "SELECT doc FROM flags WHERE namespace = $1 AND key = $2";
+        self.get_scoped(sql, namespace, key).await
     }
 
     async fn list_flags(
@@ -386,14 +374,10 @@ impl FlagStore for PostgresStore {
         // One snapshot for the namespace check and the page.
         let mut tx = self.read_tx().await?;
         require_namespace(&mut tx, namespace).await?;
-        let limit = page_limit(query.limit);
-        // The needle is lower-cased by Rust, like the `search` column, so the match is
-        // Unicode-case-insensitive; `position` on bytes also needs no LIKE-wildcard escaping.
-        let needle = query
-            .text
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(str::to_lowercase);
+        let limit = listing::page_limit(query.limit);
+        // The needle is lower-cased like the `search` column; `position` on bytes also needs no
+        // LIKE-wildcard escaping.
+        let needle = listing::needle(query);
         // One row more than the page, to know whether another page follows.
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let docs: Vec<(String, String)> = sqlx::query_as(
@@ -414,33 +398,17 @@ impl FlagStore for PostgresStore {
         .await
         .map_err(from_sqlx)?;
         tx.rollback().await.map_err(from_sqlx)?;
-        let more = docs.len() > limit;
+        let (docs, next_cursor) = listing::split_page(docs, limit, |(key, _)| key);
         let items = docs
             .iter()
-            .take(limit)
-            .map(|(_, doc)| decode::<Flag>(doc, "flag"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if more {
-            items.last().map(|f| f.key.clone())
-        } else {
-            None
-        };
+            .map(|(_, doc)| CODEC.decode(doc, "flag"))
+            .collect::<Result<_, _>>()?;
         Ok(Page { items, next_cursor })
     }
 
     async fn get_segment(&self, namespace: &str, key: &str) -> Result<Segment, StoreError> {
-        let mut conn = self.conn().await?;
-        let doc: Option<(String,)> =
-            sqlx::query_as("SELECT doc FROM segments WHERE namespace = $1 AND key = $2")
-                .bind(namespace)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(from_sqlx)?;
-        match doc {
-            Some((doc,)) => decode(&doc, "segment"),
-            None => Err(missing(&mut conn, ResourceKind::Segment, namespace, key).await),
-        }
+        let sql = "SELECT doc FROM segments WHERE namespace = $1 AND key = $2";
+        self.get_scoped(sql, namespace, key).await
     }
 
     async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError> {
@@ -452,18 +420,7 @@ impl FlagStore for PostgresStore {
     }
 
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
-        let raw = self.load_namespace_raw(namespace).await?;
-        let flags = raw
-            .flags
-            .iter()
-            .map(|d| decode(d, "flag"))
-            .collect::<Result<Vec<Flag>, _>>()?;
-        Ok(NamespaceState {
-            namespace: raw.namespace,
-            flags,
-            segments: raw.segments,
-            revision: raw.revision,
-        })
+        CODEC.namespace_state(self.load_namespace_raw(namespace).await?)
     }
 
     async fn load_namespace_raw(&self, namespace: &str) -> Result<RawNamespaceState, StoreError> {
@@ -517,23 +474,14 @@ impl ChangeFeed for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(from_sqlx)?;
-        // Whole commits only. A single commit larger than `limit` is returned alone and whole:
-        // splitting it would break the contract, and returning nothing would stall the consumer.
-        let mut taken = 0usize;
-        let mut upto = None;
-        for (revision, count) in counts {
-            let count = usize::try_from(count).unwrap_or(usize::MAX);
-            if upto.is_some() && taken.saturating_add(count) > limit {
-                break;
-            }
-            taken = taken.saturating_add(count);
-            upto = Some(revision);
-        }
-        let Some(upto) = upto else {
+        let commits = counts
+            .into_iter()
+            .map(|(revision, count)| Ok((revision, usize::try_from(count).unwrap_or(usize::MAX))));
+        let Some(&upto) = listing::whole_commits(commits, limit)?.last() else {
             tx.rollback().await.map_err(from_sqlx)?;
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, String, String, String, Option<String>)> = sqlx::query_as(
+        let rows: Vec<ChangeRow> = sqlx::query_as(
             "SELECT revision, namespace, kind, key, after FROM changes \
              WHERE revision > $1 AND revision <= $2 ORDER BY revision, ordinal",
         )
@@ -543,17 +491,7 @@ impl ChangeFeed for PostgresStore {
         .await
         .map_err(from_sqlx)?;
         tx.rollback().await.map_err(from_sqlx)?;
-        rows.into_iter()
-            .map(|(revision, namespace, kind, key, after)| {
-                Ok(Change {
-                    revision: to_u64(revision)?,
-                    namespace,
-                    kind: parse_kind(&kind)?,
-                    key,
-                    after: after.map(|a| decode(&a, "change")).transpose()?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(|row| CODEC.change(row)).collect()
     }
 
     fn subscribe(&self) -> watch::Receiver<Revision> {
@@ -565,7 +503,7 @@ impl ChangeFeed for PostgresStore {
 impl AuditStore for PostgresStore {
     async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError> {
         let after = i64::try_from(query.after_seq.unwrap_or(0)).unwrap_or(i64::MAX);
-        let limit = i64::try_from(page_limit(query.limit)).unwrap_or(i64::MAX);
+        let limit = i64::try_from(listing::page_limit(query.limit)).unwrap_or(i64::MAX);
         let docs: Vec<(String,)> = sqlx::query_as(
             "SELECT doc FROM audit_events \
              WHERE seq > $1 \
@@ -582,7 +520,9 @@ impl AuditStore for PostgresStore {
         .fetch_all(&self.inner.pool)
         .await
         .map_err(from_sqlx)?;
-        docs.iter().map(|(d,)| decode(d, "audit event")).collect()
+        docs.iter()
+            .map(|(d,)| CODEC.decode(d, "audit event"))
+            .collect()
     }
 }
 
@@ -622,6 +562,27 @@ impl IdentityStore for PostgresStore {
 }
 
 impl PostgresStore {
+    /// One flag or segment, selected by `sql` (its `doc` by namespace and key); a missing one is
+    /// `NotFound` for it, or for its namespace when that is what is missing.
+    async fn get_scoped<T: Versioned>(
+        &self,
+        sql: &'static str,
+        namespace: &str,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn().await?;
+        let doc: Option<(String,)> = sqlx::query_as(sql)
+            .bind(namespace)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(from_sqlx)?;
+        match doc {
+            Some((doc,)) => CODEC.decode(&doc, T::KIND.as_str()),
+            None => Err(missing(&mut conn, T::KIND, namespace, key).await),
+        }
+    }
+
     async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, StoreError> {
         self.inner.pool.acquire().await.map_err(from_sqlx)
     }
@@ -636,21 +597,13 @@ impl PostgresStore {
     }
 }
 
-/// The trait's page-size rule: 0 means the default, anything above the cap is capped.
-fn page_limit(requested: usize) -> usize {
-    match requested {
-        0 => DEFAULT_LIMIT,
-        n => n.min(MAX_LIMIT),
-    }
-}
-
 pub(crate) async fn current_revision(conn: &mut PgConnection) -> Result<Revision, StoreError> {
     let (revision,): (i64,) =
         sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton")
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    to_u64(revision)
+    CODEC.to_u64(revision)
 }
 
 async fn get_namespace(conn: &mut PgConnection, key: &str) -> Result<Namespace, StoreError> {
@@ -660,7 +613,7 @@ async fn get_namespace(conn: &mut PgConnection, key: &str) -> Result<Namespace, 
         .await
         .map_err(from_sqlx)?;
     match doc {
-        Some((doc,)) => decode(&doc, "namespace"),
+        Some((doc,)) => CODEC.decode(&doc, "namespace"),
         None => Err(not_found(ResourceKind::Namespace, key, key)),
     }
 }
@@ -675,7 +628,7 @@ async fn list_segments(
             .fetch_all(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    docs.iter().map(|(d,)| decode(d, "segment")).collect()
+    docs.iter().map(|(d,)| CODEC.decode(d, "segment")).collect()
 }
 
 /// `NotFound` for the namespace when it is missing.
@@ -686,11 +639,7 @@ async fn require_namespace(conn: &mut PgConnection, key: &str) -> Result<(), Sto
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    if exists {
-        Ok(())
-    } else {
-        Err(not_found(ResourceKind::Namespace, key, key))
-    }
+    plan::require_namespace(key, exists)
 }
 
 /// The error for a missing flag or segment: `NotFound` for the namespace when that is what is
@@ -705,38 +654,6 @@ async fn missing(
         Ok(()) => not_found(kind, namespace, key),
         Err(e) => e,
     }
-}
-
-fn not_found(kind: ResourceKind, namespace: &str, key: &str) -> StoreError {
-    StoreError::NotFound {
-        kind,
-        namespace: namespace.to_owned(),
-        key: key.to_owned(),
-    }
-}
-
-fn decode<T: DeserializeOwned>(doc: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(doc).map_err(|e| from_json(&format!("decoding a stored {what}"), &e))
-}
-
-fn parse_kind(kind: &str) -> Result<ResourceKind, StoreError> {
-    match kind {
-        "namespace" => Ok(ResourceKind::Namespace),
-        "flag" => Ok(ResourceKind::Flag),
-        "segment" => Ok(ResourceKind::Segment),
-        other => Err(internal(format!(
-            "postgres: unknown resource kind {other:?}"
-        ))),
-    }
-}
-
-/// PostgreSQL's `bigint` is signed; versions, revisions and seqs are never negative.
-fn to_u64(n: i64) -> Result<u64, StoreError> {
-    u64::try_from(n).map_err(|_| internal(format!("postgres: negative counter {n}")))
-}
-
-fn to_i64(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| internal(format!("postgres: counter {n} out of range")))
 }
 
 fn now_millis() -> i64 {

@@ -8,15 +8,17 @@
 //! the condition checks below exact, since each statement sees every commit that released the
 //! lock before. The identity revision row is locked second, always in that order, so the two
 //! locks cannot deadlock. Writes are still `UPDATE … WHERE version = $old` as a second guard.
+//! The conditions and the new states are the rules of [`crate::plan`] and [`crate::identity`].
 
 use sqlx::PgConnection;
 use vexil_core::domain::{AuditEvent, ResourceKind};
 use vexil_core::identity::{ApiToken, Binding, IdentityState, Role, User};
 
+use super::CODEC;
 use super::error::{TxError, from_sqlx};
-use super::write::{append_audit, check, expect_one_row, lock_commits, to_json};
-use super::{decode, to_i64, to_u64};
-use crate::identity::{Versioned, already_exists, not_found};
+use super::write::{append_audit, expect_one_row, lock_commits, plan_delete, plan_put};
+use crate::identity;
+use crate::plan::{Put, Versioned};
 use crate::{Expect, IdentityCommitted, IdentityWrite, StoreError};
 
 /// Takes the commit lock, bumps the identity revision (unless `writes` is empty), applies
@@ -36,7 +38,7 @@ pub(super) async fn apply(
         )
         .fetch_one(&mut *conn)
         .await?;
-        to_u64(next)?
+        CODEC.to_u64(next)?
     };
     for write in writes {
         apply_one(conn, write).await?;
@@ -115,46 +117,32 @@ async fn apply_one(conn: &mut PgConnection, write: IdentityWrite) -> Result<(), 
     }
 }
 
-/// Creates or replaces a user or role: the same read, check and stamp as a flag put.
+/// Creates or replaces a user or role: the same read, plan and write as a flag put.
 async fn put_versioned<T: Versioned>(
     conn: &mut PgConnection,
-    mut item: T,
+    item: T,
     expect: Expect,
     select: &'static str,
     update: &'static str,
     insert: &'static str,
 ) -> Result<(), TxError> {
-    let row: Option<(i64, String)> = sqlx::query_as(select)
-        .bind(item.name())
-        .fetch_optional(&mut *conn)
-        .await?;
-    let existing: Option<(u64, T)> = row
-        .map(|(v, doc)| Ok::<_, StoreError>((to_u64(v)?, decode(&doc, T::WHAT)?)))
-        .transpose()?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        T::KIND,
-        "",
-        item.name(),
-    )?;
-    item.stamp(existing.as_ref());
-    let (_, doc) = to_json(&item, T::WHAT)?;
-    match existing {
-        Some((old_version, _)) => {
+    let Put { item, replaces } = plan_put(conn, select, item, expect).await?;
+    let (_, doc) = CODEC.to_json(&item, T::KIND.as_str())?;
+    match replaces {
+        Some(old_version) => {
             let result = sqlx::query(update)
-                .bind(item.name())
-                .bind(to_i64(item.version())?)
+                .bind(item.key())
+                .bind(CODEC.to_i64(item.version())?)
                 .bind(doc)
-                .bind(to_i64(old_version)?)
+                .bind(CODEC.to_i64(old_version)?)
                 .execute(&mut *conn)
                 .await;
-            expect_one_row(result, T::WHAT)
+            expect_one_row(result, T::KIND.as_str())
         }
         None => {
             sqlx::query(insert)
-                .bind(item.name())
-                .bind(to_i64(item.version())?)
+                .bind(item.key())
+                .bind(CODEC.to_i64(item.version())?)
                 .bind(doc)
                 .execute(&mut *conn)
                 .await?;
@@ -172,24 +160,16 @@ async fn delete_versioned(
     select: &'static str,
     delete: &'static str,
 ) -> Result<(), TxError> {
-    let row: Option<(i64,)> = sqlx::query_as(select)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, "", name)?;
-    let Some(stored) = stored else {
-        return Err(not_found(kind, name).into());
-    };
+    let stored = plan_delete(conn, select, expect, kind, "", name).await?;
     let result = sqlx::query(delete)
         .bind(name)
-        .bind(to_i64(stored)?)
+        .bind(CODEC.to_i64(stored)?)
         .execute(&mut *conn)
         .await;
     expect_one_row(result, kind.as_str())
 }
 
-/// Deletes a binding or token, which have no versions: absent is `NotFound`.
+/// Deletes a binding or token, which have no versions.
 async fn delete_by_id(
     conn: &mut PgConnection,
     kind: ResourceKind,
@@ -201,10 +181,7 @@ async fn delete_by_id(
         .execute(&mut *conn)
         .await?
         .rows_affected();
-    if deleted == 0 {
-        return Err(not_found(kind, id).into());
-    }
-    Ok(())
+    Ok(identity::require_deleted(kind, id, deleted)?)
 }
 
 async fn create_binding(conn: &mut PgConnection, binding: &Binding) -> Result<(), TxError> {
@@ -213,10 +190,8 @@ async fn create_binding(conn: &mut PgConnection, binding: &Binding) -> Result<()
             .bind(&binding.id)
             .fetch_one(&mut *conn)
             .await?;
-    if taken {
-        return Err(already_exists(ResourceKind::Binding, &binding.id).into());
-    }
-    let (_, doc) = to_json(binding, "binding")?;
+    identity::require_new(ResourceKind::Binding, &binding.id, taken)?;
+    let (_, doc) = CODEC.to_json(binding, "binding")?;
     sqlx::query("INSERT INTO role_bindings (id, subject, doc) VALUES ($1, $2, $3)")
         .bind(&binding.id)
         .bind(binding.subject.to_string())
@@ -226,8 +201,6 @@ async fn create_binding(conn: &mut PgConnection, binding: &Binding) -> Result<()
     Ok(())
 }
 
-/// A token whose id or digest is taken is `AlreadyExists` for the new token's id: the error
-/// must not say which other token holds the digest.
 async fn create_token(conn: &mut PgConnection, token: &ApiToken) -> Result<(), TxError> {
     let (taken,): (bool,) =
         sqlx::query_as("SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = $1 OR digest = $2)")
@@ -235,10 +208,8 @@ async fn create_token(conn: &mut PgConnection, token: &ApiToken) -> Result<(), T
             .bind(&token.digest)
             .fetch_one(&mut *conn)
             .await?;
-    if taken {
-        return Err(already_exists(ResourceKind::Token, &token.id).into());
-    }
-    let (_, doc) = to_json(token, "token")?;
+    identity::require_new(ResourceKind::Token, &token.id, taken)?;
+    let (_, doc) = CODEC.to_json(token, "token")?;
     sqlx::query("INSERT INTO api_tokens (id, digest, doc) VALUES ($1, $2, $3)")
         .bind(&token.id)
         .bind(&token.digest)
@@ -255,7 +226,7 @@ pub(super) async fn revision(conn: &mut PgConnection) -> Result<u64, StoreError>
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    to_u64(revision)
+    CODEC.to_u64(revision)
 }
 
 /// Everything, on the caller's read transaction (one snapshot).
@@ -284,5 +255,5 @@ async fn docs<T: serde::de::DeserializeOwned>(
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-    rows.iter().map(|(d,)| decode(d, what)).collect()
+    rows.iter().map(|(d,)| CODEC.decode(d, what)).collect()
 }

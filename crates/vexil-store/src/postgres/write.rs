@@ -1,26 +1,27 @@
 //! The body of [`FlagStore::commit`](crate::FlagStore::commit): applies a batch inside the
 //! caller's transaction, after the caller has locked the revision counter row.
 //!
-//! Each write reads the current row, checks its [`Expect`], and writes the new state, so a key
-//! that appears twice in a batch sees the first write's result: the batch behaves as its writes
-//! applied one after another. Because every commit holds the revision row lock, these reads (at
-//! READ COMMITTED, one fresh snapshot per statement) see every earlier commit, so the checks are
-//! exact and the writes cannot be overtaken. Any error returns early and the caller rolls the
-//! transaction back, which undoes the revision, the changes, the audit events and the
-//! notification together.
+//! Each write reads the current row, has [`crate::plan`] check its [`Expect`] and work out the new
+//! state, and writes that, so a key that appears twice in a batch sees the first write's result:
+//! the batch behaves as its writes applied one after another. What stays here is the SQL: the
+//! statements, their binding, and the tag rows and search column of a flag. Because every commit
+//! holds the revision row lock, these reads (at READ COMMITTED, one fresh snapshot per statement)
+//! see every earlier commit, so the checks are exact and the writes cannot be overtaken. Any error
+//! returns early and the caller rolls the transaction back, which undoes the revision, the changes,
+//! the audit events and the notification together.
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::error::ErrorKind;
 use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
 
 use super::error::{TxError, from_json, internal};
-use super::{NOTIFY_CHANNEL, decode, not_found, require_namespace, to_i64, to_u64};
-use crate::{Committed, Expect, StoreError, Write, chain_hash};
+use super::{CODEC, NOTIFY_CHANNEL, require_namespace};
+use crate::listing;
+use crate::plan::{self, Applied, Put, Versioned};
+use crate::{Committed, Expect, Write};
 
 /// Allocates the next revision (a batch with writes) or just takes the revision lock (an
 /// audit-only batch), applies `writes`, appends `audit` and queues the change notification.
@@ -41,9 +42,9 @@ pub(super) async fn apply(
         )
         .fetch_one(&mut *conn)
         .await?;
-        let next = to_u64(next)?;
+        let next = CODEC.to_u64(next)?;
         sqlx::query("INSERT INTO revisions (revision, committed_at) VALUES ($1, $2)")
-            .bind(to_i64(next)?)
+            .bind(CODEC.to_i64(next)?)
             .bind(now)
             .execute(&mut *conn)
             .await?;
@@ -57,7 +58,7 @@ pub(super) async fn apply(
             "INSERT INTO changes (revision, ordinal, namespace, kind, key, after) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(to_i64(revision.unwrap_or(current))?)
+        .bind(CODEC.to_i64(revision.unwrap_or(current))?)
         .bind(i32::try_from(ordinal).map_err(|_| internal("postgres: batch too large".into()))?)
         .bind(&applied.namespace)
         .bind(applied.kind.as_str())
@@ -96,15 +97,7 @@ pub(super) async fn lock_commits(conn: &mut PgConnection) -> Result<Revision, Tx
         sqlx::query_as("SELECT revision FROM revision_counter WHERE singleton FOR UPDATE")
             .fetch_one(&mut *conn)
             .await?;
-    Ok(to_u64(current)?)
-}
-
-/// What one write did, for the change row and the result.
-struct Applied {
-    kind: ResourceKind,
-    namespace: String,
-    key: String,
-    after: Option<Value>,
+    Ok(CODEC.to_u64(current)?)
 }
 
 async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, TxError> {
@@ -148,63 +141,44 @@ async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, TxE
     }
 }
 
-/// Checks a write's condition against the stored version (`None`: absent).
-pub(super) fn check(
+/// Reads the stored `(version, document)` of one row, if any, and plans the put of `item` over
+/// it. `sql` selects by namespace and key (`$1`, `$2`) for a kind that lives in a namespace,
+/// else by key (`$1`).
+pub(super) async fn plan_put<T: Versioned>(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    item: T,
     expect: Expect,
-    stored: Option<u64>,
+) -> Result<Put<T>, TxError> {
+    let query = sqlx::query_as(sql);
+    let query = if plan::in_namespace(T::KIND) {
+        query.bind(item.namespace()).bind(item.key())
+    } else {
+        query.bind(item.key())
+    };
+    let row: Option<(i64, String)> = query.fetch_optional(&mut *conn).await?;
+    Ok(plan::put(item, expect, CODEC.versioned(row)?)?)
+}
+
+/// Reads the stored version of one row (`None`: absent), selected as in [`plan_put`], plans its
+/// delete and returns the version to delete.
+pub(super) async fn plan_delete(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    expect: Expect,
     kind: ResourceKind,
     namespace: &str,
     key: &str,
-) -> Result<(), StoreError> {
-    match (expect, stored) {
-        (Expect::Absent, Some(_)) => Err(StoreError::AlreadyExists {
-            kind,
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-        }),
-        (Expect::Version(expected), Some(actual)) if expected != actual => {
-            Err(StoreError::VersionMismatch {
-                kind,
-                namespace: namespace.to_owned(),
-                key: key.to_owned(),
-                expected,
-                actual,
-            })
-        }
-        (Expect::Version(_) | Expect::Exists, None) => Err(not_found(kind, namespace, key)),
-        _ => Ok(()),
-    }
-}
-
-/// Reads the stored `(version, document)` of one flag or segment, if any.
-async fn fetch_scoped<T: DeserializeOwned>(
-    conn: &mut PgConnection,
-    sql: &'static str,
-    namespace: &str,
-    key: &str,
-    what: &str,
-) -> Result<Option<(u64, T)>, TxError> {
-    let row: Option<(i64, String)> = sqlx::query_as(sql)
-        .bind(namespace)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|(version, doc)| Ok((to_u64(version)?, decode(&doc, what)?)))
-        .transpose()
-}
-
-/// The version a put stores: 1 for a create, previous + 1 for a replace.
-fn next_version<T>(existing: Option<&(u64, T)>) -> u64 {
-    existing.map_or(1, |(v, _)| v + 1)
-}
-
-pub(super) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
-    let value =
-        serde_json::to_value(value).map_err(|e| from_json(&format!("encoding a {what}"), &e))?;
-    // The stored text is the serialisation of the very `Value` returned, so what callers get
-    // back from `commit` and from later reads is the same JSON.
-    let text = value.to_string();
-    Ok((value, text))
+) -> Result<u64, TxError> {
+    let query = sqlx::query_as(sql);
+    let query = if plan::in_namespace(kind) {
+        query.bind(namespace).bind(key)
+    } else {
+        query.bind(key)
+    };
+    let row: Option<(i64,)> = query.fetch_optional(&mut *conn).await?;
+    let stored = row.map(|(v,)| CODEC.to_u64(v)).transpose()?;
+    Ok(plan::delete(expect, stored, kind, namespace, key)?)
 }
 
 /// The compare-and-set itself: an update that only matches the version the check read. Under
@@ -225,59 +199,32 @@ pub(super) fn expect_one_row(
 
 async fn put_namespace(
     conn: &mut PgConnection,
-    mut ns: Namespace,
+    ns: Namespace,
     expect: Expect,
 ) -> Result<Applied, TxError> {
-    let kind = ResourceKind::Namespace;
-    let row: Option<(i64, String)> =
-        sqlx::query_as("SELECT version, doc FROM namespaces WHERE key = $1")
-            .bind(&ns.key)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let existing: Option<(u64, Namespace)> = row
-        .map(|(v, doc)| Ok::<_, StoreError>((to_u64(v)?, decode(&doc, "namespace")?)))
-        .transpose()?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        kind,
-        &ns.key,
-        &ns.key,
-    )?;
-    ns.version = next_version(existing.as_ref());
-    if let Some((old_version, old)) = &existing {
-        ns.created_at = old.created_at;
-        let (value, doc) = to_json(&ns, "namespace")?;
+    let sql = "SELECT version, doc FROM namespaces WHERE key = $1";
+    let Put { item: ns, replaces } = plan_put(conn, sql, ns, expect).await?;
+    let (value, doc) = CODEC.to_json(&ns, "namespace")?;
+    if let Some(old_version) = replaces {
         let result = sqlx::query(
             "UPDATE namespaces SET version = $2, doc = $3 WHERE key = $1 AND version = $4",
         )
         .bind(&ns.key)
-        .bind(to_i64(ns.version)?)
+        .bind(CODEC.to_i64(ns.version)?)
         .bind(doc)
-        .bind(to_i64(*old_version)?)
+        .bind(CODEC.to_i64(old_version)?)
         .execute(&mut *conn)
         .await;
         expect_one_row(result, "a namespace")?;
-        return Ok(Applied {
-            kind,
-            namespace: ns.key.clone(),
-            key: ns.key,
-            after: Some(value),
-        });
+    } else {
+        sqlx::query("INSERT INTO namespaces (key, version, doc) VALUES ($1, $2, $3)")
+            .bind(&ns.key)
+            .bind(CODEC.to_i64(ns.version)?)
+            .bind(doc)
+            .execute(&mut *conn)
+            .await?;
     }
-    let (value, doc) = to_json(&ns, "namespace")?;
-    sqlx::query("INSERT INTO namespaces (key, version, doc) VALUES ($1, $2, $3)")
-        .bind(&ns.key)
-        .bind(to_i64(ns.version)?)
-        .bind(doc)
-        .execute(&mut *conn)
-        .await?;
-    Ok(Applied {
-        kind,
-        namespace: ns.key.clone(),
-        key: ns.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&ns, value))
 }
 
 async fn delete_namespace(
@@ -286,15 +233,8 @@ async fn delete_namespace(
     expect: Expect,
 ) -> Result<Applied, TxError> {
     let kind = ResourceKind::Namespace;
-    let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM namespaces WHERE key = $1")
-        .bind(&key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, &key, &key)?;
-    let Some(stored) = stored else {
-        return Err(not_found(kind, &key, &key).into());
-    };
+    let sql = "SELECT version FROM namespaces WHERE key = $1";
+    let stored = plan_delete(conn, sql, expect, kind, &key, &key).await?;
     let (occupied,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flags WHERE namespace = $1) \
              OR EXISTS (SELECT 1 FROM segments WHERE namespace = $1)",
@@ -302,56 +242,26 @@ async fn delete_namespace(
     .bind(&key)
     .fetch_one(&mut *conn)
     .await?;
-    if occupied {
-        return Err(StoreError::NamespaceNotEmpty { namespace: key }.into());
-    }
+    plan::require_empty(&key, occupied)?;
     let result = sqlx::query("DELETE FROM namespaces WHERE key = $1 AND version = $2")
         .bind(&key)
-        .bind(to_i64(stored)?)
+        .bind(CODEC.to_i64(stored)?)
         .execute(&mut *conn)
         .await;
     expect_one_row(result, "a namespace")?;
-    Ok(Applied {
-        kind,
-        namespace: key.clone(),
-        key,
-        after: None,
-    })
+    Ok(Applied::delete(kind, key.clone(), key))
 }
 
-async fn put_flag(
-    conn: &mut PgConnection,
-    mut flag: Flag,
-    expect: Expect,
-) -> Result<Applied, TxError> {
-    let kind = ResourceKind::Flag;
+async fn put_flag(conn: &mut PgConnection, flag: Flag, expect: Expect) -> Result<Applied, TxError> {
     require_namespace(conn, &flag.namespace).await?;
-    let existing = fetch_scoped::<Flag>(
-        conn,
-        "SELECT version, doc FROM flags WHERE namespace = $1 AND key = $2",
-        &flag.namespace,
-        &flag.key,
-        "flag",
-    )
-    .await?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        kind,
-        &flag.namespace,
-        &flag.key,
-    )?;
-    flag.version = next_version(existing.as_ref());
-    let old_version = existing.as_ref().map(|(v, _)| *v);
-    if let Some((_, old)) = existing {
-        flag.created_at = old.created_at;
-        flag.created_by = old.created_by;
-    }
-    let (value, doc) = to_json(&flag, "flag")?;
-    // U+001F (unit separator) between fields, so a search cannot match across two of them.
-    let search =
-        format!("{}\u{1f}{}\u{1f}{}", flag.key, flag.name, flag.description).to_lowercase();
-    match old_version {
+    let sql = "SELECT version, doc FROM flags WHERE namespace = $1 AND key = $2";
+    let Put {
+        item: flag,
+        replaces,
+    } = plan_put(conn, sql, flag, expect).await?;
+    let (value, doc) = CODEC.to_json(&flag, "flag")?;
+    let search = listing::search_text(&flag);
+    match replaces {
         Some(old_version) => {
             let result = sqlx::query(
                 "UPDATE flags SET version = $3, search = $4, doc = $5 \
@@ -359,10 +269,10 @@ async fn put_flag(
             )
             .bind(&flag.namespace)
             .bind(&flag.key)
-            .bind(to_i64(flag.version)?)
+            .bind(CODEC.to_i64(flag.version)?)
             .bind(search.as_bytes())
             .bind(doc)
-            .bind(to_i64(old_version)?)
+            .bind(CODEC.to_i64(old_version)?)
             .execute(&mut *conn)
             .await;
             expect_one_row(result, "a flag")?;
@@ -379,7 +289,7 @@ async fn put_flag(
             )
             .bind(&flag.namespace)
             .bind(&flag.key)
-            .bind(to_i64(flag.version)?)
+            .bind(CODEC.to_i64(flag.version)?)
             .bind(search.as_bytes())
             .bind(doc)
             .execute(&mut *conn)
@@ -405,52 +315,32 @@ async fn put_flag(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(Applied {
-        kind,
-        namespace: flag.namespace,
-        key: flag.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&flag, value))
 }
 
 async fn put_segment(
     conn: &mut PgConnection,
-    mut segment: Segment,
+    segment: Segment,
     expect: Expect,
 ) -> Result<Applied, TxError> {
-    let kind = ResourceKind::Segment;
     require_namespace(conn, &segment.namespace).await?;
-    let existing = fetch_scoped::<Segment>(
-        conn,
-        "SELECT version, doc FROM segments WHERE namespace = $1 AND key = $2",
-        &segment.namespace,
-        &segment.key,
-        "segment",
-    )
-    .await?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        kind,
-        &segment.namespace,
-        &segment.key,
-    )?;
-    segment.version = next_version(existing.as_ref());
-    if let Some((_, old)) = &existing {
-        segment.created_at = old.created_at;
-    }
-    let (value, doc) = to_json(&segment, "segment")?;
-    match existing {
-        Some((old_version, _)) => {
+    let sql = "SELECT version, doc FROM segments WHERE namespace = $1 AND key = $2";
+    let Put {
+        item: segment,
+        replaces,
+    } = plan_put(conn, sql, segment, expect).await?;
+    let (value, doc) = CODEC.to_json(&segment, "segment")?;
+    match replaces {
+        Some(old_version) => {
             let result = sqlx::query(
                 "UPDATE segments SET version = $3, doc = $4 \
                  WHERE namespace = $1 AND key = $2 AND version = $5",
             )
             .bind(&segment.namespace)
             .bind(&segment.key)
-            .bind(to_i64(segment.version)?)
+            .bind(CODEC.to_i64(segment.version)?)
             .bind(doc)
-            .bind(to_i64(old_version)?)
+            .bind(CODEC.to_i64(old_version)?)
             .execute(&mut *conn)
             .await;
             expect_one_row(result, "a segment")?;
@@ -461,23 +351,16 @@ async fn put_segment(
             )
             .bind(&segment.namespace)
             .bind(&segment.key)
-            .bind(to_i64(segment.version)?)
+            .bind(CODEC.to_i64(segment.version)?)
             .bind(doc)
             .execute(&mut *conn)
             .await?;
         }
     }
-    Ok(Applied {
-        kind,
-        namespace: segment.namespace,
-        key: segment.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&segment, value))
 }
 
-/// Deletes a flag or segment. Deleting requires the resource to exist whatever the condition
-/// (so `Expect::Any` on a missing one is `NotFound`, not a silent no-op that would still emit a
-/// change), and a missing namespace is reported as such.
+/// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
 async fn delete_scoped(
     conn: &mut PgConnection,
     kind: ResourceKind,
@@ -488,16 +371,7 @@ async fn delete_scoped(
     delete: &'static str,
 ) -> Result<Applied, TxError> {
     require_namespace(conn, &namespace).await?;
-    let row: Option<(i64,)> = sqlx::query_as(select)
-        .bind(&namespace)
-        .bind(&key)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, &namespace, &key)?;
-    if stored.is_none() {
-        return Err(not_found(kind, &namespace, &key).into());
-    }
+    plan_delete(conn, select, expect, kind, &namespace, &key).await?;
     // Flag tags go with the flag through `ON DELETE CASCADE`.
     let result = sqlx::query(delete)
         .bind(&namespace)
@@ -505,12 +379,7 @@ async fn delete_scoped(
         .execute(&mut *conn)
         .await;
     expect_one_row(result, kind.as_str())?;
-    Ok(Applied {
-        kind,
-        namespace,
-        key,
-        after: None,
-    })
+    Ok(Applied::delete(kind, namespace, key))
 }
 
 /// Records events committed elsewhere (the distributed mode's etcd outbox) exactly once each:
@@ -531,7 +400,7 @@ pub(super) async fn record_relayed(
             .await?;
     let mut known = std::collections::HashMap::with_capacity(events.len());
     for (id, doc) in rows {
-        known.insert(id, decode::<AuditEvent>(&doc, "audit event")?);
+        known.insert(id, CODEC.decode::<AuditEvent>(&doc, "audit event")?);
     }
     let mut seen = BTreeSet::new();
     let order: Vec<String> = events
@@ -566,25 +435,21 @@ pub(super) async fn append_audit(
         sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *conn)
             .await?;
-    let (mut seq, mut prev_hash) = match last {
-        Some((seq, hash)) => (to_u64(seq)?, hash),
+    let (seq, hash) = match last {
+        Some((seq, hash)) => (CODEC.to_u64(seq)?, hash),
         None => (0, String::new()),
     };
-    let revision = revision.map(to_i64).transpose()?;
-    let mut stored = Vec::with_capacity(events.len());
-    for mut event in events {
-        seq += 1;
-        event.seq = seq;
-        event.prev_hash = prev_hash;
-        event.hash = chain_hash(&event.prev_hash, &event);
+    let stored = plan::chain(events, seq, hash);
+    let revision = revision.map(|r| CODEC.to_i64(r)).transpose()?;
+    for event in &stored {
         let doc =
-            serde_json::to_string(&event).map_err(|e| from_json("encoding an audit event", &e))?;
+            serde_json::to_string(event).map_err(|e| from_json("encoding an audit event", &e))?;
         sqlx::query(
             "INSERT INTO audit_events \
                (seq, id, at, namespace, kind, key, action, revision, prev_hash, hash, doc) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(to_i64(seq)?)
+        .bind(CODEC.to_i64(event.seq)?)
         .bind(&event.id)
         .bind(event.at)
         .bind(&event.namespace)
@@ -608,8 +473,6 @@ pub(super) async fn append_audit(
             }
             _ => TxError::from(e),
         })?;
-        prev_hash = event.hash.clone();
-        stored.push(event);
     }
     Ok(stored)
 }

@@ -2,20 +2,22 @@
 //! the caller's `BEGIN IMMEDIATE` transaction under the same writer lock as flag commits, and
 //! the reads of `load_identity`.
 //!
-//! Writes apply in order, each reading the current row and checking its condition first, like
-//! flag writes (`write.rs`). The audit events go through the flag commit's own
-//! [`append_audit`], so identity and flag events extend one hash chain; the write lock (this
-//! process's, then SQLite's) keeps its tail stable until the transaction commits. Any error
-//! returns early and the caller rolls everything back, the revision bump included.
+//! Writes apply in order, each reading the current row and checking its condition first, like flag
+//! writes (`write.rs`), by the rules of [`crate::plan`] and [`crate::identity`]. The audit events
+//! go through the flag commit's own [`append_audit`], so identity and flag events extend one hash
+//! chain; the write lock (this process's, then SQLite's) keeps its tail stable until the
+//! transaction commits. Any error returns early and the caller rolls everything back, the revision
+//! bump included.
 
 use sqlx::SqliteConnection;
 use vexil_core::domain::{AuditEvent, ResourceKind};
 use vexil_core::identity::{ApiToken, Binding, IdentityState, Role, User};
 
+use super::CODEC;
 use super::error::from_sqlx;
-use super::write::{append_audit, check, to_json};
-use super::{decode, to_i64, to_u64};
-use crate::identity::{Versioned, already_exists, not_found};
+use super::write::{append_audit, plan_delete, plan_put};
+use crate::identity;
+use crate::plan::Versioned;
 use crate::{Expect, IdentityCommitted, IdentityWrite, StoreError};
 
 /// Bumps the identity revision (unless `writes` is empty), applies `writes` and appends
@@ -35,7 +37,7 @@ pub(super) async fn apply(
         .fetch_one(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-        to_u64(next)?
+        CODEC.to_u64(next)?
     };
     for write in writes {
         apply_one(conn, write).await?;
@@ -114,34 +116,19 @@ async fn apply_one(conn: &mut SqliteConnection, write: IdentityWrite) -> Result<
     }
 }
 
-/// Creates or replaces a user or role: the same read, check and stamp as a flag put.
+/// Creates or replaces a user or role: the same read, plan and write as a flag put.
 async fn put_versioned<T: Versioned>(
     conn: &mut SqliteConnection,
-    mut item: T,
+    item: T,
     expect: Expect,
     select: &'static str,
     upsert: &'static str,
 ) -> Result<(), StoreError> {
-    let row: Option<(i64, String)> = sqlx::query_as(select)
-        .bind(item.name())
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-    let existing: Option<(u64, T)> = row
-        .map(|(v, doc)| Ok::<_, StoreError>((to_u64(v)?, decode(&doc, T::WHAT)?)))
-        .transpose()?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        T::KIND,
-        "",
-        item.name(),
-    )?;
-    item.stamp(existing.as_ref());
-    let (_, doc) = to_json(&item, T::WHAT)?;
+    let item = plan_put(conn, select, item, expect).await?;
+    let (_, doc) = CODEC.to_json(&item, T::KIND.as_str())?;
     sqlx::query(upsert)
-        .bind(item.name())
-        .bind(to_i64(item.version())?)
+        .bind(item.key())
+        .bind(CODEC.to_i64(item.version())?)
         .bind(doc)
         .execute(&mut *conn)
         .await
@@ -158,16 +145,7 @@ async fn delete_versioned(
     select: &'static str,
     delete: &'static str,
 ) -> Result<(), StoreError> {
-    let row: Option<(i64,)> = sqlx::query_as(select)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, "", name)?;
-    if stored.is_none() {
-        return Err(not_found(kind, name));
-    }
+    plan_delete(conn, select, expect, kind, "", name).await?;
     sqlx::query(delete)
         .bind(name)
         .execute(&mut *conn)
@@ -176,7 +154,7 @@ async fn delete_versioned(
     Ok(())
 }
 
-/// Deletes a binding or token, which have no versions: absent is `NotFound`.
+/// Deletes a binding or token, which have no versions.
 async fn delete_by_id(
     conn: &mut SqliteConnection,
     kind: ResourceKind,
@@ -189,10 +167,7 @@ async fn delete_by_id(
         .await
         .map_err(from_sqlx)?
         .rows_affected();
-    if deleted == 0 {
-        return Err(not_found(kind, id));
-    }
-    Ok(())
+    identity::require_deleted(kind, id, deleted)
 }
 
 async fn create_binding(conn: &mut SqliteConnection, binding: &Binding) -> Result<(), StoreError> {
@@ -202,10 +177,8 @@ async fn create_binding(conn: &mut SqliteConnection, binding: &Binding) -> Resul
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    if taken {
-        return Err(already_exists(ResourceKind::Binding, &binding.id));
-    }
-    let (_, doc) = to_json(binding, "binding")?;
+    identity::require_new(ResourceKind::Binding, &binding.id, taken)?;
+    let (_, doc) = CODEC.to_json(binding, "binding")?;
     sqlx::query("INSERT INTO role_bindings (id, subject, doc) VALUES (?1, ?2, ?3)")
         .bind(&binding.id)
         .bind(binding.subject.to_string())
@@ -216,8 +189,6 @@ async fn create_binding(conn: &mut SqliteConnection, binding: &Binding) -> Resul
     Ok(())
 }
 
-/// A token whose id or digest is taken is `AlreadyExists` for the new token's id: the error
-/// must not say which other token holds the digest.
 async fn create_token(conn: &mut SqliteConnection, token: &ApiToken) -> Result<(), StoreError> {
     let (taken,): (bool,) =
         sqlx::query_as("SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = ?1 OR digest = ?2)")
@@ -226,10 +197,8 @@ async fn create_token(conn: &mut SqliteConnection, token: &ApiToken) -> Result<(
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    if taken {
-        return Err(already_exists(ResourceKind::Token, &token.id));
-    }
-    let (_, doc) = to_json(token, "token")?;
+    identity::require_new(ResourceKind::Token, &token.id, taken)?;
+    let (_, doc) = CODEC.to_json(token, "token")?;
     sqlx::query("INSERT INTO api_tokens (id, digest, doc) VALUES (?1, ?2, ?3)")
         .bind(&token.id)
         .bind(&token.digest)
@@ -247,7 +216,7 @@ pub(super) async fn revision(conn: &mut SqliteConnection) -> Result<u64, StoreEr
             .fetch_one(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    to_u64(revision)
+    CODEC.to_u64(revision)
 }
 
 /// Everything, on the caller's read transaction (one snapshot).
@@ -276,5 +245,5 @@ async fn docs<T: serde::de::DeserializeOwned>(
         .fetch_all(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-    rows.iter().map(|(d,)| decode(d, what)).collect()
+    rows.iter().map(|(d,)| CODEC.decode(d, what)).collect()
 }

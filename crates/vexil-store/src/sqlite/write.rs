@@ -1,23 +1,25 @@
 //! The body of [`FlagStore::commit`](crate::FlagStore::commit): applies a batch inside the
 //! caller's `BEGIN IMMEDIATE` transaction.
 //!
-//! Each write reads the current row, checks its [`Expect`], and writes the new state, so a key
-//! that appears twice in a batch sees the first write's result: the batch behaves as its writes
-//! applied one after another. Any error returns early and the caller rolls the transaction
-//! back, which undoes the revision, the changes and the audit events together.
+//! Each write reads the current row, has [`crate::plan`] check its [`Expect`] and work out the new
+//! state, and writes that, so a key that appears twice in a batch sees the first write's result:
+//! the batch behaves as its writes applied one after another. What stays here is the SQL: the
+//! statements, their binding, and the tag rows and search column of a flag. Any error returns early
+//! and the caller rolls the transaction back, which undoes the revision, the changes and the audit
+//! events together.
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::SqliteConnection;
 use sqlx::error::ErrorKind;
 use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
 
 use super::error::{from_json, from_sqlx, internal};
-use super::{current_revision, decode, not_found, require_namespace, to_i64, to_u64};
-use crate::{Committed, Expect, StoreError, Write, chain_hash};
+use super::{CODEC, current_revision, require_namespace};
+use crate::listing;
+use crate::plan::{self, Applied, Versioned};
+use crate::{Committed, Expect, StoreError, Write};
 
 /// Applies `writes` under a new revision (none for an audit-only batch) and appends `audit`.
 pub(super) async fn apply(
@@ -34,7 +36,7 @@ pub(super) async fn apply(
     } else {
         let next = current + 1;
         sqlx::query("INSERT INTO revisions (revision, committed_at) VALUES (?1, ?2)")
-            .bind(to_i64(next)?)
+            .bind(CODEC.to_i64(next)?)
             .bind(now)
             .execute(&mut *conn)
             .await
@@ -49,7 +51,7 @@ pub(super) async fn apply(
             "INSERT INTO changes (revision, ordinal, namespace, kind, key, after) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
-        .bind(to_i64(revision.unwrap_or(current))?)
+        .bind(CODEC.to_i64(revision.unwrap_or(current))?)
         .bind(i64::try_from(ordinal).unwrap_or(i64::MAX))
         .bind(&applied.namespace)
         .bind(applied.kind.as_str())
@@ -67,14 +69,6 @@ pub(super) async fn apply(
         results,
         audit,
     })
-}
-
-/// What one write did, for the change row and the result.
-struct Applied {
-    kind: ResourceKind,
-    namespace: String,
-    key: String,
-    after: Option<Value>,
 }
 
 async fn apply_one(conn: &mut SqliteConnection, write: Write) -> Result<Applied, StoreError> {
@@ -118,109 +112,66 @@ async fn apply_one(conn: &mut SqliteConnection, write: Write) -> Result<Applied,
     }
 }
 
-/// Checks a write's condition against the stored version (`None`: absent).
-pub(super) fn check(
+/// Reads the stored `(version, document)` of one row, if any, and plans the put of `item` over
+/// it. `sql` selects by namespace and key (`?1`, `?2`) for a kind that lives in a namespace,
+/// else by key (`?1`).
+pub(super) async fn plan_put<T: Versioned>(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    item: T,
     expect: Expect,
-    stored: Option<u64>,
+) -> Result<T, StoreError> {
+    let query = sqlx::query_as(sql);
+    let query = if plan::in_namespace(T::KIND) {
+        query.bind(item.namespace()).bind(item.key())
+    } else {
+        query.bind(item.key())
+    };
+    let row: Option<(i64, String)> = query.fetch_optional(&mut *conn).await.map_err(from_sqlx)?;
+    Ok(plan::put(item, expect, CODEC.versioned(row)?)?.item)
+}
+
+/// Reads the stored version of one row (`None`: absent), selected as in [`plan_put`], and plans
+/// its delete.
+pub(super) async fn plan_delete(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    expect: Expect,
     kind: ResourceKind,
     namespace: &str,
     key: &str,
 ) -> Result<(), StoreError> {
-    match (expect, stored) {
-        (Expect::Absent, Some(_)) => Err(StoreError::AlreadyExists {
-            kind,
-            namespace: namespace.to_owned(),
-            key: key.to_owned(),
-        }),
-        (Expect::Version(expected), Some(actual)) if expected != actual => {
-            Err(StoreError::VersionMismatch {
-                kind,
-                namespace: namespace.to_owned(),
-                key: key.to_owned(),
-                expected,
-                actual,
-            })
-        }
-        (Expect::Version(_) | Expect::Exists, None) => Err(not_found(kind, namespace, key)),
-        _ => Ok(()),
-    }
-}
-
-/// Reads the stored `(version, document)` of one row, if any.
-async fn fetch_existing<T: DeserializeOwned>(
-    conn: &mut SqliteConnection,
-    sql: &'static str,
-    namespace: &str,
-    key: &str,
-    what: &str,
-) -> Result<Option<(u64, T)>, StoreError> {
-    // Every SELECT here names `?2` for the key; the namespace table's ignores `?1`, which is
-    // the same key. SQLite sizes the parameter list by the highest index used.
-    let row: Option<(i64, String)> = sqlx::query_as(sql)
-        .bind(namespace)
-        .bind(key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-    row.map(|(version, doc)| Ok((to_u64(version)?, decode(&doc, what)?)))
-        .transpose()
-}
-
-/// The version a put stores: 1 for a create, previous + 1 for a replace.
-fn next_version<T>(existing: Option<&(u64, T)>) -> u64 {
-    existing.map_or(1, |(v, _)| v + 1)
-}
-
-pub(super) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<(Value, String), StoreError> {
-    let value =
-        serde_json::to_value(value).map_err(|e| from_json(&format!("encoding a {what}"), &e))?;
-    // The stored text is the serialisation of the very `Value` returned, so what callers get
-    // back from `commit` and from later reads is the same JSON.
-    let text = value.to_string();
-    Ok((value, text))
+    let query = sqlx::query_as(sql);
+    let query = if plan::in_namespace(kind) {
+        query.bind(namespace).bind(key)
+    } else {
+        query.bind(key)
+    };
+    let row: Option<(i64,)> = query.fetch_optional(&mut *conn).await.map_err(from_sqlx)?;
+    let stored = row.map(|(v,)| CODEC.to_u64(v)).transpose()?;
+    plan::delete(expect, stored, kind, namespace, key)?;
+    Ok(())
 }
 
 async fn put_namespace(
     conn: &mut SqliteConnection,
-    mut ns: Namespace,
+    ns: Namespace,
     expect: Expect,
 ) -> Result<Applied, StoreError> {
-    let existing = fetch_existing::<Namespace>(
-        conn,
-        "SELECT version, doc FROM namespaces WHERE key = ?2",
-        &ns.key,
-        &ns.key,
-        "namespace",
-    )
-    .await?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        ResourceKind::Namespace,
-        &ns.key,
-        &ns.key,
-    )?;
-    ns.version = next_version(existing.as_ref());
-    if let Some((_, old)) = &existing {
-        ns.created_at = old.created_at;
-    }
-    let (value, doc) = to_json(&ns, "namespace")?;
+    let sql = "SELECT version, doc FROM namespaces WHERE key = ?1";
+    let ns = plan_put(conn, sql, ns, expect).await?;
+    let (value, doc) = CODEC.to_json(&ns, "namespace")?;
     sqlx::query(
         "INSERT INTO namespaces (key, version, doc) VALUES (?1, ?2, ?3) \
          ON CONFLICT (key) DO UPDATE SET version = excluded.version, doc = excluded.doc",
     )
     .bind(&ns.key)
-    .bind(to_i64(ns.version)?)
+    .bind(CODEC.to_i64(ns.version)?)
     .bind(doc)
     .execute(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    Ok(Applied {
-        kind: ResourceKind::Namespace,
-        namespace: ns.key.clone(),
-        key: ns.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&ns, value))
 }
 
 async fn delete_namespace(
@@ -229,16 +180,8 @@ async fn delete_namespace(
     expect: Expect,
 ) -> Result<Applied, StoreError> {
     let kind = ResourceKind::Namespace;
-    let row: Option<(i64,)> = sqlx::query_as("SELECT version FROM namespaces WHERE key = ?1")
-        .bind(&key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, &key, &key)?;
-    if stored.is_none() {
-        return Err(not_found(kind, &key, &key));
-    }
+    let sql = "SELECT version FROM namespaces WHERE key = ?1";
+    plan_delete(conn, sql, expect, kind, &key, &key).await?;
     let (occupied,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flags WHERE namespace = ?1) \
              OR EXISTS (SELECT 1 FROM segments WHERE namespace = ?1)",
@@ -247,53 +190,24 @@ async fn delete_namespace(
     .fetch_one(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    if occupied {
-        return Err(StoreError::NamespaceNotEmpty { namespace: key });
-    }
+    plan::require_empty(&key, occupied)?;
     sqlx::query("DELETE FROM namespaces WHERE key = ?1")
         .bind(&key)
         .execute(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-    Ok(Applied {
-        kind,
-        namespace: key.clone(),
-        key,
-        after: None,
-    })
+    Ok(Applied::delete(kind, key.clone(), key))
 }
 
 async fn put_flag(
     conn: &mut SqliteConnection,
-    mut flag: Flag,
+    flag: Flag,
     expect: Expect,
 ) -> Result<Applied, StoreError> {
-    let kind = ResourceKind::Flag;
     require_namespace(conn, &flag.namespace).await?;
-    let existing = fetch_existing::<Flag>(
-        conn,
-        "SELECT version, doc FROM flags WHERE namespace = ?1 AND key = ?2",
-        &flag.namespace,
-        &flag.key,
-        "flag",
-    )
-    .await?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        kind,
-        &flag.namespace,
-        &flag.key,
-    )?;
-    flag.version = next_version(existing.as_ref());
-    if let Some((_, old)) = existing {
-        flag.created_at = old.created_at;
-        flag.created_by = old.created_by;
-    }
-    let (value, doc) = to_json(&flag, "flag")?;
-    // U+001F (unit separator) between fields, so a search cannot match across two of them.
-    let search =
-        format!("{}\u{1f}{}\u{1f}{}", flag.key, flag.name, flag.description).to_lowercase();
+    let sql = "SELECT version, doc FROM flags WHERE namespace = ?1 AND key = ?2";
+    let flag = plan_put(conn, sql, flag, expect).await?;
+    let (value, doc) = CODEC.to_json(&flag, "flag")?;
     sqlx::query(
         "INSERT INTO flags (namespace, key, version, search, doc) VALUES (?1, ?2, ?3, ?4, ?5) \
          ON CONFLICT (namespace, key) DO UPDATE SET \
@@ -301,8 +215,8 @@ async fn put_flag(
     )
     .bind(&flag.namespace)
     .bind(&flag.key)
-    .bind(to_i64(flag.version)?)
-    .bind(search)
+    .bind(CODEC.to_i64(flag.version)?)
+    .bind(listing::search_text(&flag))
     .bind(doc)
     .execute(&mut *conn)
     .await
@@ -323,63 +237,33 @@ async fn put_flag(
             .await
             .map_err(from_sqlx)?;
     }
-    Ok(Applied {
-        kind,
-        namespace: flag.namespace,
-        key: flag.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&flag, value))
 }
 
 async fn put_segment(
     conn: &mut SqliteConnection,
-    mut segment: Segment,
+    segment: Segment,
     expect: Expect,
 ) -> Result<Applied, StoreError> {
-    let kind = ResourceKind::Segment;
     require_namespace(conn, &segment.namespace).await?;
-    let existing = fetch_existing::<Segment>(
-        conn,
-        "SELECT version, doc FROM segments WHERE namespace = ?1 AND key = ?2",
-        &segment.namespace,
-        &segment.key,
-        "segment",
-    )
-    .await?;
-    check(
-        expect,
-        existing.as_ref().map(|(v, _)| *v),
-        kind,
-        &segment.namespace,
-        &segment.key,
-    )?;
-    segment.version = next_version(existing.as_ref());
-    if let Some((_, old)) = &existing {
-        segment.created_at = old.created_at;
-    }
-    let (value, doc) = to_json(&segment, "segment")?;
+    let sql = "SELECT version, doc FROM segments WHERE namespace = ?1 AND key = ?2";
+    let segment = plan_put(conn, sql, segment, expect).await?;
+    let (value, doc) = CODEC.to_json(&segment, "segment")?;
     sqlx::query(
         "INSERT INTO segments (namespace, key, version, doc) VALUES (?1, ?2, ?3, ?4) \
          ON CONFLICT (namespace, key) DO UPDATE SET version = excluded.version, doc = excluded.doc",
     )
     .bind(&segment.namespace)
     .bind(&segment.key)
-    .bind(to_i64(segment.version)?)
+    .bind(CODEC.to_i64(segment.version)?)
     .bind(doc)
     .execute(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    Ok(Applied {
-        kind,
-        namespace: segment.namespace,
-        key: segment.key,
-        after: Some(value),
-    })
+    Ok(Applied::put(&segment, value))
 }
 
-/// Deletes a flag or segment. Deleting requires the resource to exist whatever the condition
-/// (so `Expect::Any` on a missing one is `NotFound`, not a silent no-op that would still emit a
-/// change), and a missing namespace is reported as such.
+/// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
 async fn delete_scoped(
     conn: &mut SqliteConnection,
     kind: ResourceKind,
@@ -390,17 +274,7 @@ async fn delete_scoped(
     delete: &'static str,
 ) -> Result<Applied, StoreError> {
     require_namespace(conn, &namespace).await?;
-    let row: Option<(i64,)> = sqlx::query_as(select)
-        .bind(&namespace)
-        .bind(&key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(from_sqlx)?;
-    let stored = row.map(|(v,)| to_u64(v)).transpose()?;
-    check(expect, stored, kind, &namespace, &key)?;
-    if stored.is_none() {
-        return Err(not_found(kind, &namespace, &key));
-    }
+    plan_delete(conn, select, expect, kind, &namespace, &key).await?;
     // Flag tags go with the flag through `ON DELETE CASCADE`.
     sqlx::query(delete)
         .bind(&namespace)
@@ -408,12 +282,7 @@ async fn delete_scoped(
         .execute(&mut *conn)
         .await
         .map_err(from_sqlx)?;
-    Ok(Applied {
-        kind,
-        namespace,
-        key,
-        after: None,
-    })
+    Ok(Applied::delete(kind, namespace, key))
 }
 
 /// Appends audit events after the last one, assigning `seq`, `prev_hash` and `hash`.
@@ -430,25 +299,21 @@ pub(super) async fn append_audit(
             .fetch_optional(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-    let (mut seq, mut prev_hash) = match last {
-        Some((seq, hash)) => (to_u64(seq)?, hash),
+    let (seq, hash) = match last {
+        Some((seq, hash)) => (CODEC.to_u64(seq)?, hash),
         None => (0, String::new()),
     };
-    let revision = revision.map(to_i64).transpose()?;
-    let mut stored = Vec::with_capacity(events.len());
-    for mut event in events {
-        seq += 1;
-        event.seq = seq;
-        event.prev_hash = prev_hash;
-        event.hash = chain_hash(&event.prev_hash, &event);
+    let stored = plan::chain(events, seq, hash);
+    let revision = revision.map(|r| CODEC.to_i64(r)).transpose()?;
+    for event in &stored {
         let doc =
-            serde_json::to_string(&event).map_err(|e| from_json("encoding an audit event", &e))?;
+            serde_json::to_string(event).map_err(|e| from_json("encoding an audit event", &e))?;
         sqlx::query(
             "INSERT INTO audit_events \
                (seq, id, at, namespace, kind, key, action, revision, prev_hash, hash, doc) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
-        .bind(to_i64(seq)?)
+        .bind(CODEC.to_i64(event.seq)?)
         .bind(&event.id)
         .bind(event.at)
         .bind(&event.namespace)
@@ -469,8 +334,6 @@ pub(super) async fn append_audit(
             ),
             _ => from_sqlx(e),
         })?;
-        prev_hash = event.hash.clone();
-        stored.push(event);
     }
     Ok(stored)
 }
