@@ -1141,8 +1141,10 @@ async fn the_first_start_without_an_admin_password_prints_a_generated_one_once_a
         let mut lines = logs.iter();
         let mut found = Vec::new();
         while let Some(l) = lines.next() {
+            // stdout's JSON log lines may land between the banner's stderr lines (two
+            // reader threads fill one list), so skip them.
             if l.contains("created the user `admin` with the generated password")
-                && let Some(pw) = lines.find(|l| !l.trim().is_empty())
+                && let Some(pw) = lines.find(|l| !l.trim().is_empty() && !l.starts_with('{'))
             {
                 found.push(pw.trim().to_owned());
             }
