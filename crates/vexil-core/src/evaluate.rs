@@ -6,7 +6,9 @@
 //! DISABLED / ERROR, and a rule that cannot be compiled still loads and answers PARSE_ERROR.
 //!
 //! The evaluation context comes in as a `serde_json::Value`. Transports that carry other shapes
-//! (protobuf `Struct`, OFREP JSON) convert to that at their own boundary.
+//! (protobuf `Struct`) convert to that at their own boundary; one that has the context as JSON
+//! text can parse it straight into engine data instead ([`crate::context`],
+//! [`FlagSet::evaluate_parsed`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use datalogic_rs::DataValue;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::context::ParsedContext;
 use crate::model::{FlagDefinition, FlagDocument, FlagState, VariantType};
 use crate::rules::{self, CompiledRule, FractionalVersion, RuleError};
 
@@ -480,6 +483,61 @@ impl FlagSet {
         })
     }
 
+    /// Evaluates one flag now against a context parsed straight from JSON (see
+    /// [`crate::context`]). The same as [`FlagSet::evaluate`] with the `Value` the context's
+    /// text parses to, without building that `Value`.
+    pub fn evaluate_parsed(&self, key: &str, context: &ParsedContext<'_>) -> Resolution {
+        self.evaluate_parsed_with(key, context, None)
+    }
+
+    /// [`FlagSet::evaluate_parsed`] with `$flagd.timestamp` = `now_unix`.
+    pub fn evaluate_parsed_at(
+        &self,
+        key: &str,
+        context: &ParsedContext<'_>,
+        now_unix: i64,
+    ) -> Resolution {
+        self.evaluate_parsed_with(key, context, Some(now_unix))
+    }
+
+    /// [`FlagSet::evaluate_one`] for a parsed context: the same steps in the same order (a
+    /// parsed context is always an object, so the type check has nothing to refuse).
+    fn evaluate_parsed_with(
+        &self,
+        key: &str,
+        context: &ParsedContext<'_>,
+        mut now: Option<i64>,
+    ) -> Resolution {
+        let Some(flag) = self.flag(key) else {
+            return Resolution::error(
+                ErrorCode::FlagNotFound,
+                format!("flag \"{key}\" was not found"),
+                self.metadata.clone(),
+            );
+        };
+        let rule = match precheck(flag, None) {
+            Ok(rule) => rule,
+            Err(r) => return r,
+        };
+        if context.height > MAX_CONTEXT_DEPTH {
+            return Resolution::error(
+                ErrorCode::InvalidContext,
+                too_deep_message(),
+                flag.metadata.clone(),
+            );
+        }
+        ARENA.with(|cell| {
+            let mut arena = cell.borrow_mut();
+            let r = {
+                let base = parsed_context_data(&arena, context.entries, &self.static_context);
+                let now = clock(flag, &mut now);
+                self.run_rule(key, flag, rule, base, now, &arena, None)
+            };
+            arena.reset();
+            r
+        })
+    }
+
     /// Evaluates every flag in key order, converting the context once.
     ///
     /// Disabled flags are included with reason DISABLED. An invalid context makes every entry
@@ -860,8 +918,11 @@ fn context_entries(context: &Value) -> Result<Option<&Map<String, Value>>, Strin
 /// conversion for the engine, and a flag without a rule never looks at the context. (JSON and
 /// protobuf parsers cap nesting below this anyway; only a value built in code can exceed it.)
 fn too_deep(context: &Value) -> Option<String> {
-    crate::validate::deeper_than(context, MAX_CONTEXT_DEPTH)
-        .then(|| format!("the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels"))
+    crate::validate::deeper_than(context, MAX_CONTEXT_DEPTH).then(too_deep_message)
+}
+
+fn too_deep_message() -> String {
+    format!("the evaluation context nests deeper than {MAX_CONTEXT_DEPTH} levels")
 }
 
 /// The request context with the static context under it, as engine data, without `$flagd`
@@ -883,6 +944,25 @@ fn context_data<'a>(
     }
     for (k, v) in static_ctx {
         if k != "$flagd" && !ctx.is_some_and(|c| c.contains_key(k)) {
+            push_data(&mut entries, arena, k, v);
+        }
+    }
+    entries.into_bump_slice()
+}
+
+/// [`context_data`] for a context that is engine data already: its members (in key order, each
+/// once, as a `Value` map's) other than `$flagd`, then the static context's members it does not
+/// have.
+fn parsed_context_data<'a>(
+    arena: &'a Bump,
+    ctx: &'a [(&'a str, DataValue<'a>)],
+    static_ctx: &'a Map<String, Value>,
+) -> &'a [(&'a str, DataValue<'a>)] {
+    let mut entries =
+        bumpalo::collections::Vec::with_capacity_in(ctx.len() + static_ctx.len(), arena);
+    entries.extend(ctx.iter().filter(|(k, _)| *k != "$flagd").copied());
+    for (k, v) in static_ctx {
+        if k != "$flagd" && ctx.binary_search_by(|(c, _)| (*c).cmp(k.as_str())).is_err() {
             push_data(&mut entries, arena, k, v);
         }
     }
@@ -950,7 +1030,7 @@ fn to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
 
 /// [`to_data`] for arrays and objects.
 #[inline(never)]
-fn container_to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
+pub(crate) fn container_to_data<'a>(arena: &'a Bump, v: &'a Value) -> DataValue<'a> {
     match v {
         Value::Array(items) => {
             let mut out = bumpalo::collections::Vec::with_capacity_in(items.len(), arena);

@@ -4,6 +4,7 @@
 //! transport or storage types. Every transport and every store builds on what this crate computes,
 //! so it must never depend on them. It could ship on its own as an embeddable evaluation library.
 
+pub mod context;
 pub mod domain;
 pub mod evaluate;
 pub mod identity;

@@ -44,7 +44,9 @@ pub async fn serve_http(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+        std::net::SocketAddr,
+    >(http::router(state));
     // `axum::serve` leaves Nagle's algorithm on. A response whose head and body go out in separate
     // writes then waits for the client's delayed ACK (~40 ms), as the gRPC listener did before it
     // set TCP_NODELAY. A socket that refuses the option still serves, just possibly slower.

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use vexil_core::context::ParsedContext;
 use vexil_core::domain::{self, AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
 use vexil_core::{
     Explanation, FlagDefinition, FlagDocument, FlagSetOptions, FlagState, Resolution, Schema,
@@ -105,8 +106,6 @@ pub struct EvaluateOutcome<T> {
     pub result: T,
     /// The snapshot's revision (part of OFREP's bulk ETag).
     pub revision: Revision,
-    /// The namespace's static context was merged in.
-    pub namespace: String,
 }
 
 /// What a change-feed consumer gets next ([`FlagService::changes_since`]).
@@ -165,7 +164,7 @@ fn audit(
         id: uuid::Uuid::now_v7().to_string(),
         seq: 0,
         at: now_millis(),
-        actor: p.actor.clone(),
+        actor: p.actor().clone(),
         action: action.to_owned(),
         kind,
         namespace: ns.to_owned(),
@@ -173,7 +172,7 @@ fn audit(
         before,
         after,
         request_id: p.request_id.clone(),
-        source_ip: p.source_ip.clone(),
+        source_ip: p.source_ip.map(|ip| ip.to_string()),
         prev_hash: String::new(),
         hash: String::new(),
     }
@@ -752,7 +751,7 @@ impl FlagService {
         let evaluators = self.evaluators(ns).await?;
         let mut flag = Self::parse_flag(ns, body, None, &evaluators, opts)?;
         let now = now_millis();
-        let who = pass.principal().actor.id.clone();
+        let who = pass.principal().actor().id.clone();
         flag.version = 1;
         flag.created_at = now;
         flag.updated_at = now;
@@ -791,7 +790,7 @@ impl FlagService {
         next.created_at = current.created_at;
         next.created_by.clone_from(&current.created_by);
         next.updated_at = now_millis();
-        next.updated_by.clone_from(&pass.principal().actor.id);
+        next.updated_by.clone_from(&pass.principal().actor().id);
         let ev = audit(
             pass,
             action,
@@ -1229,7 +1228,7 @@ impl FlagService {
         let mut writes = Vec::new();
         let mut events = Vec::new();
         let now = now_millis();
-        let who = pass.principal().actor.id.clone();
+        let who = pass.principal().actor().id.clone();
 
         for (key, rule) in &loaded.document.evaluators {
             let (expect, before, version, created) = match current_segs.get(key.as_str()) {
@@ -1493,7 +1492,26 @@ impl FlagService {
         Ok(EvaluateOutcome {
             result: snap.flags.evaluate(key, context),
             revision: snap.revision,
-            namespace: ns.to_owned(),
+        })
+    }
+
+    /// [`FlagService::evaluate`] with a context parsed straight from JSON
+    /// ([`vexil_core::context`]): the same answer, without building a `Value` first.
+    ///
+    /// # Errors
+    /// NotFound (namespace only).
+    pub fn evaluate_parsed(
+        &self,
+        pass: &Pass<'_>,
+        ns: &str,
+        key: &str,
+        context: &ParsedContext<'_>,
+    ) -> Result<EvaluateOutcome<Resolution>, ServiceError> {
+        pass.require(Permission::Evaluate, ns)?;
+        let snap = self.snapshot(ns)?;
+        Ok(EvaluateOutcome {
+            result: snap.flags.evaluate_parsed(key, context),
+            revision: snap.revision,
         })
     }
 
@@ -1512,7 +1530,6 @@ impl FlagService {
         Ok(EvaluateOutcome {
             result: snap.flags.evaluate_all(context),
             revision: snap.revision,
-            namespace: ns.to_owned(),
         })
     }
 
@@ -1537,7 +1554,6 @@ impl FlagService {
         Ok(EvaluateOutcome {
             result: snap.flags.explain(key, context, now),
             revision: snap.revision,
-            namespace: ns.to_owned(),
         })
     }
 

@@ -23,12 +23,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use vexil_core::domain::{Actor, AuditEvent, Millis, ResourceKind};
 use vexil_core::identity::{
-    ALL_NAMESPACES, ApiToken, BUILTIN_ROLES, Binding, Grants, IdentityState, PermissionSet, Role,
-    Subject, User, builtin_role, validate_name, validate_scope,
+    ALL_NAMESPACES, ApiToken, BUILTIN_ROLES, Binding, IdentityState, PermissionSet, Role, Subject,
+    User, builtin_role, validate_name, validate_scope,
 };
 use vexil_store::{Expect, IdentityStore, IdentityWrite, StoreError};
 
-use crate::principal::{Pass, Permission, Principal, RequestMeta};
+use crate::principal::{Identity, Pass, Permission, Principal, RequestMeta};
 use crate::{ServiceError, SnapshotCache};
 
 /// The prefix of every API token secret.
@@ -223,8 +223,11 @@ struct Claims {
 #[derive(Default)]
 struct Snapshot {
     state: IdentityState,
-    users: HashMap<String, (User, Arc<Grants>)>,
-    tokens: HashMap<[u8; 32], (ApiToken, Arc<Grants>)>,
+    users: HashMap<String, (User, Arc<Identity>)>,
+    /// By SHA-256 digest of the secret, hashed with FxHash: every API-token request looks its
+    /// digest up here, and digests are uniform and only added when a token is created, so a
+    /// caller cannot fill the map with colliding keys.
+    tokens: HashMap<[u8; 32], (ApiToken, Arc<Identity>), rustc_hash::FxBuildHasher>,
 }
 
 impl Snapshot {
@@ -234,7 +237,10 @@ impl Snapshot {
             .iter()
             .map(|u| {
                 let g = state.grants_for(&Subject::User(u.name.clone()));
-                (u.name.clone(), (u.clone(), Arc::new(g)))
+                (
+                    u.name.clone(),
+                    (u.clone(), Arc::new(Identity::user(&u.name, g))),
+                )
             })
             .collect();
         let tokens = state
@@ -244,7 +250,7 @@ impl Snapshot {
                 let mut digest = [0u8; 32];
                 hex::decode_to_slice(&t.digest, &mut digest).ok()?;
                 let g = state.grants_for(&Subject::Token(t.id.clone()));
-                Some((digest, (t.clone(), Arc::new(g))))
+                Some((digest, (t.clone(), Arc::new(Identity::token(&t.id, g)))))
             })
             .collect();
         Self {
@@ -403,7 +409,7 @@ fn audit_event(
         id: uuid::Uuid::now_v7().to_string(),
         seq: 0,
         at: now_millis(),
-        actor: principal.actor.clone(),
+        actor: principal.actor().clone(),
         action: action.to_owned(),
         kind,
         namespace: namespace.to_owned(),
@@ -411,7 +417,7 @@ fn audit_event(
         before,
         after,
         request_id: principal.request_id.clone(),
-        source_ip: principal.source_ip.clone(),
+        source_ip: principal.source_ip.map(|ip| ip.to_string()),
         prev_hash: String::new(),
         hash: String::new(),
     }
@@ -556,12 +562,12 @@ impl IdentityService {
                 .values()
                 .find(|(t, _)| &t.id == id)
                 .filter(|(t, _)| t.expires_at.is_none_or(|at| at > now_millis()))
-                .map(|(_, g)| g.clone()),
+                .map(|(_, i)| i.grants.clone()),
             Subject::User(name) => snap
                 .users
                 .get(name)
                 .filter(|(u, _)| !u.disabled)
-                .map(|(_, g)| g.clone()),
+                .map(|(_, i)| i.grants.clone()),
         };
         grants.is_some_and(|g| g.allows(permission, namespace))
     }
@@ -613,21 +619,13 @@ impl IdentityService {
     fn token_principal(&self, secret: &str, meta: RequestMeta) -> Result<Principal, ServiceError> {
         let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         let snap = self.inner.snapshot.load();
-        let Some((token, grants)) = snap.tokens.get(&digest) else {
+        let Some((token, identity)) = snap.tokens.get(&digest) else {
             return Err(unauthenticated("the API token is not valid"));
         };
         if token.expires_at.is_some_and(|at| at <= now_millis()) {
             return Err(unauthenticated("the API token has expired"));
         }
-        Ok(Principal::granted(
-            Actor {
-                kind: "token".into(),
-                id: token.id.clone(),
-            },
-            Subject::Token(token.id.clone()),
-            grants.clone(),
-            meta,
-        ))
+        Ok(Principal::granted(identity.clone(), meta))
     }
 
     fn session_principal(&self, jwt: &str, meta: RequestMeta) -> Result<Principal, ServiceError> {
@@ -639,7 +637,7 @@ impl IdentityService {
                 })?
                 .claims;
         let snap = self.inner.snapshot.load();
-        let Some((user, grants)) = snap.users.get(&claims.sub) else {
+        let Some((user, identity)) = snap.users.get(&claims.sub) else {
             return Err(unauthenticated("the session's user no longer exists"));
         };
         if user.disabled {
@@ -650,15 +648,7 @@ impl IdentityService {
                 "the session predates a password change; sign in again",
             ));
         }
-        Ok(Principal::granted(
-            Actor {
-                kind: "user".into(),
-                id: user.name.clone(),
-            },
-            Subject::User(user.name.clone()),
-            grants.clone(),
-            meta,
-        ))
+        Ok(Principal::granted(identity.clone(), meta))
     }
 
     /// Signs a user in. Attempts are rate-limited per user name and per client address, and
@@ -678,11 +668,7 @@ impl IdentityService {
             retry_after_secs: u32::try_from(n.wait_time_from(clock.now()).as_secs().max(1))
                 .unwrap_or(u32::MAX),
         };
-        if let Some(ip) = meta
-            .source_ip
-            .as_deref()
-            .and_then(|s| s.parse::<IpAddr>().ok())
-        {
+        if let Some(ip) = meta.source_ip {
             self.inner.by_ip.check_key(&ip).map_err(limited)?;
         }
         // Bound the key so a flood of long names cannot grow the limiter's memory unduly.
@@ -726,7 +712,7 @@ impl IdentityService {
                 id: "anonymous".into(),
             };
             event.request_id = meta.request_id.clone();
-            event.source_ip = meta.source_ip.clone();
+            event.source_ip = meta.source_ip.map(|ip| ip.to_string());
             if let Err(e) = self.inner.store.commit_identity(vec![], vec![event]).await {
                 tracing::warn!(error = %e, "could not audit a failed login");
             }
@@ -1377,7 +1363,7 @@ impl IdentityService {
             role: input.role,
             namespace: input.namespace,
             created_at: now_millis(),
-            created_by: pass.principal().actor.clone(),
+            created_by: pass.principal().actor().clone(),
         };
         let event = audit_event(
             pass.principal(),
@@ -1496,7 +1482,7 @@ impl IdentityService {
             namespace: input.namespace,
             expires_at: input.expires_at,
             created_at: now,
-            created_by: pass.principal().actor.clone(),
+            created_by: pass.principal().actor().clone(),
         };
         let event = audit_event(
             pass.principal(),
@@ -1646,7 +1632,7 @@ mod tests {
     fn meta() -> RequestMeta {
         RequestMeta {
             request_id: None,
-            source_ip: Some("127.0.0.1".into()),
+            source_ip: Some(IpAddr::from([127, 0, 0, 1])),
         }
     }
 

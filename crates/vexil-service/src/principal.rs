@@ -6,7 +6,8 @@
 //! [`crate::IdentityService::authenticate`], which resolves the caller's grants once per request
 //! from the in-memory identity snapshot.
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
 
 use vexil_core::domain::Actor;
 use vexil_core::identity::{ALL_NAMESPACES, Grants, Subject};
@@ -16,36 +17,75 @@ use crate::SnapshotCache;
 
 pub use vexil_core::identity::Permission;
 
+/// An authenticated user or token as requests see it: its actor, subject and grants. Built
+/// once per user and token with the identity snapshot and shared by every request that
+/// authenticates as it, so authenticating copies no strings (a principal used to copy the
+/// actor's two and the subject's one on every request).
+#[derive(Debug)]
+pub(crate) struct Identity {
+    pub(crate) actor: Actor,
+    pub(crate) subject: Subject,
+    pub(crate) grants: Arc<Grants>,
+}
+
+impl Identity {
+    pub(crate) fn user(name: &str, grants: Grants) -> Self {
+        Self {
+            actor: Actor {
+                kind: "user".into(),
+                id: name.to_owned(),
+            },
+            subject: Subject::User(name.to_owned()),
+            grants: Arc::new(grants),
+        }
+    }
+
+    pub(crate) fn token(id: &str, grants: Grants) -> Self {
+        Self {
+            actor: Actor {
+                kind: "token".into(),
+                id: id.to_owned(),
+            },
+            subject: Subject::Token(id.to_owned()),
+            grants: Arc::new(grants),
+        }
+    }
+}
+
 /// What a principal may do.
 #[derive(Clone)]
 enum Access {
     /// The server itself: everything.
     System,
     /// An authenticated user or token.
-    Granted {
-        subject: Subject,
-        grants: Arc<Grants>,
-    },
+    Granted(Arc<Identity>),
     /// No credentials: evaluation in namespaces that opted in, nothing else.
     Anonymous { cache: SnapshotCache },
 }
 
+/// The actor of [`Principal::system`].
+static SYSTEM_ACTOR: LazyLock<Actor> = LazyLock::new(Actor::system);
+
+/// The actor of anonymous principals.
+static ANONYMOUS_ACTOR: LazyLock<Actor> = LazyLock::new(|| Actor {
+    kind: "anonymous".into(),
+    id: "anonymous".into(),
+});
+
 /// The caller of one request, with what it may do.
 #[derive(Clone)]
 pub struct Principal {
-    /// Recorded in audit events.
-    pub actor: Actor,
     /// The request id, recorded in audit events.
     pub request_id: Option<String>,
     /// The client address, recorded in audit events.
-    pub source_ip: Option<String>,
+    pub source_ip: Option<IpAddr>,
     access: Access,
 }
 
 impl std::fmt::Debug for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Principal")
-            .field("actor", &self.actor)
+            .field("actor", self.actor())
             .field("request_id", &self.request_id)
             .finish_non_exhaustive()
     }
@@ -56,51 +96,49 @@ impl std::fmt::Debug for Principal {
 pub struct RequestMeta {
     /// The request id.
     pub request_id: Option<String>,
-    /// The client address.
-    pub source_ip: Option<String>,
+    /// The client address (formatted only when an audit record needs it).
+    pub source_ip: Option<IpAddr>,
 }
 
 impl Principal {
     /// The server acting on its own behalf (start-up import, bootstrap).
     pub fn system() -> Self {
         Self {
-            actor: Actor::system(),
             request_id: None,
             source_ip: None,
             access: Access::System,
         }
     }
 
-    pub(crate) fn granted(
-        actor: Actor,
-        subject: Subject,
-        grants: Arc<Grants>,
-        meta: RequestMeta,
-    ) -> Self {
+    pub(crate) fn granted(identity: Arc<Identity>, meta: RequestMeta) -> Self {
         Self {
-            actor,
             request_id: meta.request_id,
             source_ip: meta.source_ip,
-            access: Access::Granted { subject, grants },
+            access: Access::Granted(identity),
         }
     }
 
     pub(crate) fn anonymous(cache: SnapshotCache, meta: RequestMeta) -> Self {
         Self {
-            actor: Actor {
-                kind: "anonymous".into(),
-                id: "anonymous".into(),
-            },
             request_id: meta.request_id,
             source_ip: meta.source_ip,
             access: Access::Anonymous { cache },
         }
     }
 
+    /// Who this is, as audit events record it: `system`, `anonymous`, or the user or token.
+    pub fn actor(&self) -> &Actor {
+        match &self.access {
+            Access::System => &SYSTEM_ACTOR,
+            Access::Granted(identity) => &identity.actor,
+            Access::Anonymous { .. } => &ANONYMOUS_ACTOR,
+        }
+    }
+
     /// The user or token behind this principal (`None` for the system and anonymous callers).
     pub fn subject(&self) -> Option<&Subject> {
         match &self.access {
-            Access::Granted { subject, .. } => Some(subject),
+            Access::Granted(identity) => Some(&identity.subject),
             Access::System | Access::Anonymous { .. } => None,
         }
     }
@@ -114,7 +152,7 @@ impl Principal {
     pub fn allows(&self, permission: Permission, namespace: &str) -> bool {
         match &self.access {
             Access::System => true,
-            Access::Granted { grants, .. } => grants.allows(permission, namespace),
+            Access::Granted(identity) => identity.grants.allows(permission, namespace),
             Access::Anonymous { cache } => {
                 permission == Permission::Evaluate
                     && namespace != ALL_NAMESPACES
@@ -128,7 +166,7 @@ impl Principal {
     /// The grants of an authenticated principal (`None` for system and anonymous).
     pub(crate) fn grants(&self) -> Option<&Grants> {
         match &self.access {
-            Access::Granted { grants, .. } => Some(grants),
+            Access::Granted(identity) => Some(&identity.grants),
             Access::System | Access::Anonymous { .. } => None,
         }
     }
@@ -153,16 +191,16 @@ impl Principal {
     /// # Errors
     /// [`ServiceError::Unauthenticated`] for an anonymous caller that is not allowed,
     /// [`ServiceError::Forbidden`] for an authenticated one.
-    pub fn authorize(
-        &self,
+    pub fn authorize<'a>(
+        &'a self,
         permission: Permission,
-        namespace: &str,
-    ) -> Result<Pass<'_>, ServiceError> {
+        namespace: &'a str,
+    ) -> Result<Pass<'a>, ServiceError> {
         if self.allows(permission, namespace) {
             Ok(Pass {
                 principal: self,
                 permission,
-                namespace: namespace.to_owned(),
+                namespace,
                 listing: false,
             })
         } else {
@@ -178,14 +216,14 @@ impl Principal {
     pub fn authorize_listing(&self, permission: Permission) -> Result<Pass<'_>, ServiceError> {
         let somewhere = match &self.access {
             Access::System => true,
-            Access::Granted { grants, .. } => grants.allows_somewhere(permission),
+            Access::Granted(identity) => identity.grants.allows_somewhere(permission),
             Access::Anonymous { .. } => false,
         };
         if somewhere {
             Ok(Pass {
                 principal: self,
                 permission,
-                namespace: ALL_NAMESPACES.to_owned(),
+                namespace: ALL_NAMESPACES,
                 listing: true,
             })
         } else {
@@ -201,7 +239,7 @@ impl Principal {
         Pass {
             principal: self,
             permission: Permission::FlagRead,
-            namespace: "(self)".to_owned(),
+            namespace: "(self)",
             listing: false,
         }
     }
@@ -213,7 +251,8 @@ impl Principal {
 pub struct Pass<'p> {
     principal: &'p Principal,
     permission: Permission,
-    namespace: String,
+    /// Borrowed from the caller: checking a permission copies nothing.
+    namespace: &'p str,
     /// Made by [`Principal::authorize_listing`]: good for a filtered listing only.
     listing: bool,
 }

@@ -30,7 +30,10 @@ pub struct NamespaceSnapshot {
     evaluators: Map<String, serde_json::Value>,
 }
 
-type Snapshots = HashMap<String, Arc<NamespaceSnapshot>>;
+/// Keyed with FxHash, not SipHash: every evaluation looks its namespace up here, and the keys
+/// are namespace names, which only administrators create; a request's lookup adds nothing, so a
+/// caller cannot fill the map with colliding keys.
+type Snapshots = HashMap<String, Arc<NamespaceSnapshot>, rustc_hash::FxBuildHasher>;
 
 /// All namespaces' snapshots plus the revision applied. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -170,7 +173,7 @@ impl SnapshotCache {
         // Read the revision first: anything committed after it is re-applied by the follower,
         // so the cache can only be behind, never miss a change.
         let revision = store.current_revision().await?;
-        let mut map = Snapshots::new();
+        let mut map = Snapshots::default();
         for ns in store.list_namespaces().await? {
             let state = store.load_namespace_raw(&ns.key).await?;
             map.insert(ns.key.clone(), Arc::new(compile(state, fractional)));

@@ -65,7 +65,7 @@ pub fn caller<T>(app: &AppState, req: &Request<T>) -> Result<Principal, Status> 
         .map(str::to_owned);
     let meta = vexil_service::RequestMeta {
         request_id,
-        source_ip: req.remote_addr().map(|a| a.ip().to_string()),
+        source_ip: req.remote_addr().map(|a| a.ip()),
     };
     let header = |name: &str| -> Result<Option<&str>, Status> {
         match md.get(name) {

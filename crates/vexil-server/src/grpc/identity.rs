@@ -99,7 +99,7 @@ impl pb::auth_service_server::AuthService for IdentityApi {
                 .get("x-request-id")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            source_ip: req.remote_addr().map(|a| a.ip().to_string()),
+            source_ip: req.remote_addr().map(|a| a.ip()),
         };
         let r = req.into_inner();
         let session = self

@@ -2,9 +2,10 @@
 //! as problem+json, and `If-Match`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -13,7 +14,11 @@ use vexil_service::{Credential, Principal, RequestMeta};
 
 use crate::AppState;
 
+use super::BODY_LIMIT;
 use super::problem::{ApiError, Problem};
+
+/// The header OFREP clients send their API key in.
+const API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
 
 /// The request's principal, from `Authorization: Bearer <jwt or vx_ token>` or (for OFREP
 /// clients) `X-API-Key: vx_…`. No credential gives the anonymous principal, which the service
@@ -53,13 +58,13 @@ fn request_meta(parts: &Parts) -> RequestMeta {
     RequestMeta {
         request_id: parts
             .headers
-            .get("x-request-id")
+            .get(super::middleware::REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         source_ip: parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+            .map(|c| c.0.ip()),
     }
 }
 
@@ -76,10 +81,7 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
             }),
         }
     };
-    match (
-        text(header::AUTHORIZATION)?,
-        text(header::HeaderName::from_static("x-api-key"))?,
-    ) {
+    match (text(header::AUTHORIZATION)?, text(API_KEY)?) {
         (Some(auth), _) => {
             let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
             if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
@@ -111,22 +113,56 @@ pub(crate) fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.eq_ignore_ascii_case("application/json") || m.ends_with("+json"))
 }
 
-/// Reads the body bytes, mapping axum's limit rejection to a 413 problem.
-pub(crate) async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError(Problem::new(
+/// Reads the body bytes, refusing one over [`BODY_LIMIT`] with a 413 problem.
+pub(crate) async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    _state: &S,
+) -> Result<Bytes, ApiError> {
+    read_body(req.into_body()).await
+}
+
+/// Reads a request body of at most [`BODY_LIMIT`] bytes: over it → 413, a read error → 400,
+/// each as problem+json, with the texts axum's `Bytes` extractor (under a `DefaultBodyLimit` of
+/// `BODY_LIMIT`, which this replaces) gave. Every body a handler reads comes through here.
+///
+/// Read frame by frame rather than through that extractor: a body that arrives in one frame,
+/// which a small request's does, is returned as it is, without the `Limited` wrapper (boxed
+/// once more) and the list of buffers `collect` keeps. A declared length over the limit never
+/// gets here: `RefuseOversized` answers it first.
+pub(crate) async fn read_body(mut body: Body) -> Result<Bytes, ApiError> {
+    let mut first: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| {
+            ApiError(Problem::bad_request(format!(
+                "the request body could not be read: Failed to buffer the request body: {e}"
+            )))
+        })?;
+        // Trailers end the data, as they did for `collect`.
+        let Ok(data) = frame.into_data() else {
+            break;
+        };
+        len += data.len();
+        if len > BODY_LIMIT {
+            return Err(ApiError(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
                 "Payload too large",
                 "the request body exceeds the 1 MiB limit",
-            ))
-        } else {
-            ApiError(Problem::bad_request(format!(
-                "the request body could not be read: {e}"
-            )))
+            )));
         }
-    })
+        if first.is_none() && more.is_empty() {
+            first = Some(data);
+        } else {
+            // A second frame: from now on the frames are copied together.
+            if let Some(earlier) = first.take() {
+                more.extend_from_slice(&earlier);
+            }
+            more.extend_from_slice(&data);
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(more)))
 }
 
 impl<S: Send + Sync> FromRequest<S> for JsonBody {

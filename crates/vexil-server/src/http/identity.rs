@@ -210,7 +210,9 @@ pub async fn create_token(
     Caller(p): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    let pass = p.authorize(Permission::RbacAdmin, body_scope(&body))?;
+    // The pass borrows its namespace, and the body is consumed below.
+    let scope = body_scope(&body).to_owned();
+    let pass = p.authorize(Permission::RbacAdmin, &scope)?;
     let input: NewToken = parse(body)?;
     let (token, secret) = app.identity.create_token(&pass, input).await?;
     let mut view = token_view(&token);
@@ -243,10 +245,8 @@ pub async fn revoke_token(
     // An unknown id is authorized against `*`, so only a full administrator learns that it
     // does not exist; everyone else gets the 403 they would get for a real one.
     let namespace = app.identity.token_namespace(&id);
-    let pass = p.authorize(
-        Permission::RbacAdmin,
-        namespace.as_deref().unwrap_or(ALL_NAMESPACES),
-    )?;
+    let scope = namespace.as_deref().unwrap_or(ALL_NAMESPACES).to_owned();
+    let pass = p.authorize(Permission::RbacAdmin, &scope)?;
     namespace?;
     app.identity.revoke_token(&pass, &id).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -592,7 +592,9 @@ pub async fn create_binding(
     Caller(p): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    let pass = p.authorize(Permission::RbacAdmin, body_scope(&body))?;
+    // The pass borrows its namespace, and the body is consumed below.
+    let scope = body_scope(&body).to_owned();
+    let pass = p.authorize(Permission::RbacAdmin, &scope)?;
     let input: NewBinding = parse(body)?;
     let binding = app.identity.create_binding(&pass, input).await?;
     Ok((StatusCode::CREATED, Json(binding_view(&binding))).into_response())
@@ -621,10 +623,8 @@ pub async fn delete_binding(
 ) -> Result<StatusCode> {
     // As for tokens: an unknown id is authorized against `*` before its 404 can show.
     let namespace = app.identity.binding_namespace(&id);
-    let pass = p.authorize(
-        Permission::RbacAdmin,
-        namespace.as_deref().unwrap_or(ALL_NAMESPACES),
-    )?;
+    let scope = namespace.as_deref().unwrap_or(ALL_NAMESPACES).to_owned();
+    let pass = p.authorize(Permission::RbacAdmin, &scope)?;
     namespace?;
     app.identity.delete_binding(&pass, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -7,32 +7,41 @@
 //! other evaluation errors 400. Bulk responses carry an ETag over (namespace revision,
 //! canonical context) and answer a matching `If-None-Match` with 304.
 
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::{BoxFuture, Either};
 use serde::Serialize;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use vexil_core::context::{
+    ContextArena, ContextSeed, ParsedContext, ParsedValue, with_context_arena,
+};
 use vexil_core::{ErrorCode, Resolution};
 use vexil_service::{DEFAULT_NAMESPACE, Permission, ServiceError};
 
-use super::extract::{Caller, body_bytes, is_json};
+use super::extract::{Caller, is_json, read_body};
 use super::schema;
 use crate::AppState;
 
 /// The namespace header.
 pub const NAMESPACE_HEADER: &str = "x-vexil-namespace";
 
-fn namespace(headers: &HeaderMap) -> String {
+fn namespace(headers: &HeaderMap) -> &str {
     headers
         .get(NAMESPACE_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .unwrap_or(DEFAULT_NAMESPACE)
-        .to_owned()
 }
 
 /// An OFREP error response (not problem+json: OFREP clients parse these fields).
@@ -114,60 +123,185 @@ fn service_failure(e: ServiceError) -> Response {
     }
 }
 
-/// Reads `{"context": {...}}`. A missing or null context is the empty context.
-async fn read_context(req: Request) -> Result<Value, Response> {
-    if !is_json(req.headers()) {
-        return Err(failure(
-            StatusCode::BAD_REQUEST,
-            None,
-            "INVALID_CONTEXT",
-            "send the request as application/json",
-        ));
+/// Why an OFREP request could not be read as one: the details of its INVALID_CONTEXT answer.
+#[derive(Debug)]
+struct InvalidContext(String);
+
+impl IntoResponse for InvalidContext {
+    fn into_response(self) -> Response {
+        failure(StatusCode::BAD_REQUEST, None, "INVALID_CONTEXT", self.0)
     }
-    let bytes = body_bytes(req, &())
-        .await
-        .map_err(IntoResponse::into_response)?;
+}
+
+/// Refuses a request that is not JSON (before its body is read).
+fn require_json(headers: &HeaderMap) -> Result<(), InvalidContext> {
+    if is_json(headers) {
+        Ok(())
+    } else {
+        Err(InvalidContext(
+            "send the request as application/json".to_owned(),
+        ))
+    }
+}
+
+/// Parses `{"context": …}` from `bytes`, with `seed` reading the context member. An empty body
+/// is an object without a context.
+fn parse_request<'de, S>(bytes: &'de [u8], seed: S) -> Result<Option<S::Value>, InvalidContext>
+where
+    S: DeserializeSeed<'de> + Copy,
+{
     if bytes.is_empty() {
-        return Ok(Value::Object(Map::new()));
+        return Ok(None);
     }
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        failure(
-            StatusCode::BAD_REQUEST,
-            None,
-            "INVALID_CONTEXT",
-            format!("malformed JSON: {e}"),
-        )
-    })?;
-    // The request itself must be an object: `Value::get` on `[…]`, `"…"` or `5` is None, which
-    // would silently evaluate a malformed request against the empty context.
-    if !body.is_object() {
-        return Err(failure(
-            StatusCode::BAD_REQUEST,
-            None,
-            "INVALID_CONTEXT",
-            format!(
-                "the request body must be an object {{\"context\": {{…}}}}, found {}",
-                vexil_core::validate::type_name(&body)
-            ),
-        ));
+    // What `serde_json::from_slice` does, with a seed.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let body = RequestBodySeed(seed)
+        .deserialize(&mut de)
+        .and_then(|body| de.end().map(|()| body))
+        .map_err(|e| InvalidContext(format!("malformed JSON: {e}")))?;
+    // The request itself must be an object: anything else would otherwise silently evaluate a
+    // malformed request against the empty context.
+    match body {
+        RequestBody::Object(context) => Ok(context),
+        RequestBody::Other(found) => Err(InvalidContext(format!(
+            "the request body must be an object {{\"context\": {{…}}}}, found {found}"
+        ))),
     }
-    // Moved out, not cloned: the context is the largest part of the request.
-    let context = match body {
-        Value::Object(mut m) => m.remove("context"),
-        _ => None,
-    };
-    match context {
+}
+
+/// The error for a context that is not an object (or null).
+fn context_not_an_object(found: &str) -> InvalidContext {
+    InvalidContext(format!("context must be an object, found {found}"))
+}
+
+/// Reads `{"context": {...}}` as a `Value`. A missing or null context is the empty context.
+fn value_context(bytes: &[u8]) -> Result<Value, InvalidContext> {
+    match parse_request(bytes, PhantomData::<Value>)? {
         None | Some(Value::Null) => Ok(Value::Object(Map::new())),
         Some(ctx @ Value::Object(_)) => Ok(ctx),
-        Some(other) => Err(failure(
-            StatusCode::BAD_REQUEST,
-            None,
-            "INVALID_CONTEXT",
-            format!(
-                "context must be an object, found {}",
-                vexil_core::validate::type_name(&other)
-            ),
-        )),
+        Some(other) => Err(context_not_an_object(vexil_core::validate::type_name(
+            &other,
+        ))),
+    }
+}
+
+/// Reads `{"context": {...}}` straight into engine data in `arena` (see
+/// [`vexil_core::context`]), accepting and refusing exactly what [`value_context`] does. A
+/// missing or null context is the empty context.
+fn parsed_context<'a>(
+    bytes: &'a [u8],
+    arena: &'a ContextArena,
+) -> Result<ParsedContext<'a>, InvalidContext> {
+    match parse_request(bytes, ContextSeed::new(arena))? {
+        None | Some(ParsedValue::Null) => Ok(ParsedContext::empty()),
+        Some(ParsedValue::Object(ctx)) => Ok(ctx),
+        Some(ParsedValue::Other(found)) => Err(context_not_an_object(found)),
+    }
+}
+
+/// An OFREP request body as far as this server reads it: whether it is an object, and its
+/// `context` member. Parsed in one pass straight from the bytes: building the whole body as a
+/// `Value` first cost a map and a key string just to take the context out of it again.
+///
+/// Every other member is still parsed as a `Value` (and dropped), and a body that is not an
+/// object is parsed whole, so exactly the same bodies are malformed JSON as before, with the same
+/// messages: the parser, not this type, finds every syntax error.
+#[derive(Debug)]
+enum RequestBody<C> {
+    /// An object, with its `context` member if it has one (the last one, if repeated, as a
+    /// `Value` map keeps it).
+    Object(Option<C>),
+    /// Anything else, by its type name (`vexil_core::validate::type_name`'s names).
+    Other(&'static str),
+}
+
+/// Reads a [`RequestBody`], the context member with the seed it holds.
+#[derive(Debug, Clone, Copy)]
+struct RequestBodySeed<S>(S);
+
+impl<'de, S> DeserializeSeed<'de> for RequestBodySeed<S>
+where
+    S: DeserializeSeed<'de> + Copy,
+{
+    type Value = RequestBody<S::Value>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, S> Visitor<'de> for RequestBodySeed<S>
+where
+    S: DeserializeSeed<'de> + Copy,
+{
+    type Value = RequestBody<S::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("null"))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("boolean"))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("number"))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("number"))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("number"))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(RequestBody::Other("string"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(RequestBody::Other("array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut context = None;
+        while let Some(is_context) = map.next_key_seed(IsContext)? {
+            if is_context {
+                context = Some(map.next_value_seed(self.0)?);
+            } else {
+                map.next_value::<Value>()?;
+            }
+        }
+        Ok(RequestBody::Object(context))
+    }
+}
+
+/// A member name, read only to tell whether it is `context` (no copy of the name).
+struct IsContext;
+
+impl<'de> DeserializeSeed<'de> for IsContext {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for IsContext {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<bool, E> {
+        Ok(name == "context")
     }
 }
 
@@ -251,21 +385,34 @@ fn bulk_flags<S: serde::Serializer>(
     s.collect_seq(flags.iter().map(|(k, r)| entry(k, r).1))
 }
 
-/// A JSON response written into a buffer of about the right size. axum's `Json` starts from
-/// 128 bytes and grows by doubling, which for a bulk answer of ~9 KB is several reallocations
-/// and copies per request.
-fn json_response<T: Serialize>(status: StatusCode, body: &T, capacity: usize) -> Response {
-    let mut buf = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut buf, body) {
-        Ok(()) => (
-            status,
-            [(
+/// A JSON response. The body is written into a per-thread scratch buffer, then copied once into
+/// a buffer of exactly its size: a fresh `Vec` per answer grew by doubling for a bulk answer of
+/// ~9 KB, and one with spare capacity cost another allocation to become the response's `Bytes`.
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+    }
+    /// A scratch buffer grown past this by a huge answer is not kept.
+    const KEEP: usize = 256 * 1024;
+    let written = SCRATCH.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        buf.clear();
+        let written = serde_json::to_writer(&mut *buf, body).map(|()| Bytes::copy_from_slice(&buf));
+        if buf.capacity() > KEEP {
+            *buf = Vec::with_capacity(4096);
+        }
+        written
+    });
+    match written {
+        Ok(bytes) => {
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-            )],
-            buf,
-        )
-            .into_response(),
+            );
+            r
+        }
         // Only a `Serialize` impl can fail here (ours do not; `Value` maps have string keys).
         Err(e) => {
             tracing::error!(error = %e, "could not serialize an OFREP answer");
@@ -277,10 +424,6 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T, capacity: usize) ->
         }
     }
 }
-
-/// Room for one entry of a typical answer (~90 bytes: key, reason, variant, small value and
-/// metadata), so most answers are written without growing the buffer.
-const ENTRY_CAPACITY: usize = 128;
 
 /// Evaluate one flag (OFREP)
 ///
@@ -306,25 +449,125 @@ const ENTRY_CAPACITY: usize = 128;
 pub async fn evaluate_flag(
     State(app): State<Arc<AppState>>,
     Caller(p): Caller,
-    Path(key): Path<String>,
     req: Request,
 ) -> Response {
-    // The headers are read from the request rather than through a `HeaderMap` extractor, which
-    // would clone them all.
-    let ns = namespace(req.headers());
-    let context = match read_context(req).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let result = p
-        .authorize(Permission::Evaluate, &ns)
-        .and_then(|pass| app.flags.evaluate(&pass, &ns, &key, &context));
-    match result {
-        Ok(out) => {
-            let (status, body) = entry(&key, &out.result);
-            json_response(status, &body, ENTRY_CAPACITY)
+    // Split, not extracted: the key and the namespace are borrowed from the request's parts
+    // (a `Path<String>` and a `HeaderMap` extractor would copy them), and the body is read
+    // straight from the body.
+    let (mut parts, body) = req.into_parts();
+    // The key is the path's last segment. One with percent-escapes goes through axum's `Path`,
+    // which decodes it (and refuses a key that does not decode to UTF-8), as it always did.
+    let decoded = if last_segment(&parts.uri).contains('%') {
+        match Path::<String>::from_request_parts(&mut parts, &app).await {
+            Ok(Path(key)) => Some(key),
+            Err(rejection) => return rejection.into_response(),
         }
-        Err(e) => service_failure(e),
+    } else {
+        None
+    };
+    let key = decoded
+        .as_deref()
+        .unwrap_or_else(|| last_segment(&parts.uri));
+    let ns = namespace(&parts.headers);
+    if let Err(e) = require_json(&parts.headers) {
+        return e.into_response();
+    }
+    let bytes = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    // The rest is synchronous: the context is parsed straight into engine data in this
+    // thread's context arena, evaluated, and the answer written, before the arena is reused.
+    with_context_arena(|arena| {
+        let context = match parsed_context(&bytes, arena) {
+            Ok(c) => c,
+            Err(e) => return e.into_response(),
+        };
+        let result = p
+            .authorize(Permission::Evaluate, ns)
+            .and_then(|pass| app.flags.evaluate_parsed(&pass, ns, key, &context));
+        match result {
+            Ok(out) => {
+                let (status, body) = entry(key, &out.result);
+                json_response(status, &body)
+            }
+            Err(e) => service_failure(e),
+        }
+    })
+}
+
+/// The last segment of a URI's path: the `{key}` of `/ofrep/v1/evaluate/flags/{key}`, as sent.
+fn last_segment(uri: &Uri) -> &str {
+    uri.path().rsplit('/').next().unwrap_or_default()
+}
+
+/// The path of single-flag evaluation up to its `{key}` segment.
+const SINGLE_FLAG_PREFIX: &str = "/ofrep/v1/evaluate/flags/";
+
+/// The flag key of a request the single-flag fast path takes: a `POST` whose path is
+/// [`SINGLE_FLAG_PREFIX`] plus one non-empty segment without percent-escapes. Exactly the
+/// requests the router would send to [`evaluate_flag`] with that segment as `{key}` (no other
+/// route lies under the prefix; see the test), minus the escaped ones, which the router still
+/// decodes.
+fn fast_single_flag_key(req: &Request) -> Option<&str> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    req.uri()
+        .path()
+        .strip_prefix(SINGLE_FLAG_PREFIX)
+        .filter(|key| !key.is_empty() && !key.contains(['/', '%']))
+}
+
+/// Sends single-flag evaluations ([`fast_single_flag_key`]) straight to [`evaluate_flag`], and
+/// every other request to the router.
+///
+/// Single-flag evaluation is the hot path of a flag server, and the router's generic work costs
+/// about as much as the handler's own adapter work: matching, a percent-decoded copy of the key
+/// in shared strings, the matched path and the original URI (extensions nobody reads here), and
+/// a clone of the boxed route with its boxed future. The route itself stays in the router (and
+/// in the OpenAPI document): this only takes the requests it would have matched, and the handler
+/// runs with the same extractors and the same code, and answers the same bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct SingleFlagFastPath<R> {
+    app: Arc<AppState>,
+    router: R,
+}
+
+impl<R> SingleFlagFastPath<R> {
+    pub(crate) fn new(app: Arc<AppState>, router: R) -> Self {
+        Self { app, router }
+    }
+}
+
+impl<R> tower::Service<Request> for SingleFlagFastPath<R>
+where
+    R: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<R::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.router.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if fast_single_flag_key(&req).is_none() {
+            return Either::Left(self.router.call(req));
+        }
+        let app = Arc::clone(&self.app);
+        Either::Right(Box::pin(async move {
+            let (mut parts, body) = req.into_parts();
+            // No `Content-Length` is set here, unlike the router: hyper writes it for a body of
+            // known size itself, after the other headers, where the answer had it before.
+            Ok(match Caller::from_request_parts(&mut parts, &app).await {
+                Ok(caller) => {
+                    evaluate_flag(State(app), caller, Request::from_parts(parts, body)).await
+                }
+                Err(rejection) => rejection.into_response(),
+            })
+        }))
     }
 }
 
@@ -416,38 +659,47 @@ pub async fn evaluate_all(
     Caller(p): Caller,
     req: Request,
 ) -> Response {
-    // Only these two headers are needed; a `HeaderMap` extractor would clone them all.
-    let ns = namespace(req.headers());
-    let if_none_match = req.headers().get(header::IF_NONE_MATCH).cloned();
-    let context = match read_context(req).await {
-        Ok(c) => c,
-        Err(r) => return r,
+    // Split, not extracted: the headers are read in place (a `HeaderMap` extractor would clone
+    // them all), and the body is read straight from the body.
+    let (parts, body) = req.into_parts();
+    let ns = namespace(&parts.headers);
+    let if_none_match = parts.headers.get(header::IF_NONE_MATCH);
+    if let Err(e) = require_json(&parts.headers) {
+        return e.into_response();
+    }
+    let context = match read_body(body).await {
+        Ok(bytes) => value_context(&bytes),
+        Err(e) => return e.into_response(),
     };
-    let pass = match p.authorize(Permission::Evaluate, &ns) {
+    let context = match context {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let pass = match p.authorize(Permission::Evaluate, ns) {
         Ok(pass) => pass,
         Err(e) => return service_failure(e),
     };
     // The revision is read before evaluating: if a change lands in between, the ETag is older
     // than the body and the client simply re-fetches once more.
-    let revision = match app.flags.revision(&pass, &ns) {
+    let revision = match app.flags.revision(&pass, ns) {
         Ok(r) => r,
         Err(e) => return service_failure(e),
     };
-    let tag = bulk_etag(&ns, revision, &context);
-    if matches_etag(if_none_match.as_ref(), &tag) {
+    let tag = bulk_etag(ns, revision, &context);
+    if matches_etag(if_none_match, &tag) {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         if let Ok(v) = HeaderValue::from_str(&tag) {
             r.headers_mut().insert(header::ETAG, v);
         }
         return r;
     }
-    match app.flags.evaluate_all(&pass, &ns, &context) {
+    match app.flags.evaluate_all(&pass, ns, &context) {
         Ok(out) => {
             // Usually nothing changed in between, and the tag computed above still holds.
             let tag = if out.revision == revision {
                 tag
             } else {
-                bulk_etag(&ns, out.revision, &context)
+                bulk_etag(ns, out.revision, &context)
             };
             let body = Bulk {
                 flags: &out.result,
@@ -455,8 +707,7 @@ pub async fn evaluate_all(
                     revision: out.revision,
                 },
             };
-            let capacity = 64 + ENTRY_CAPACITY * out.result.len();
-            let mut r = json_response(StatusCode::OK, &body, capacity);
+            let mut r = json_response(StatusCode::OK, &body);
             if let Ok(v) = HeaderValue::from_str(&tag) {
                 r.headers_mut().insert(header::ETAG, v);
             }
@@ -469,6 +720,164 @@ pub async fn evaluate_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How the handlers read a request body before it was parsed in one pass: the whole body as
+    /// a `Value`, then the context taken out of it. The reference for the tests below.
+    fn reference_context(bytes: &[u8]) -> Result<Value, String> {
+        if bytes.is_empty() {
+            return Ok(Value::Object(Map::new()));
+        }
+        let body: Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+        if !body.is_object() {
+            return Err(format!(
+                "the request body must be an object {{\"context\": {{…}}}}, found {}",
+                vexil_core::validate::type_name(&body)
+            ));
+        }
+        match body.get("context").cloned() {
+            None | Some(Value::Null) => Ok(Value::Object(Map::new())),
+            Some(ctx @ Value::Object(_)) => Ok(ctx),
+            Some(other) => Err(format!(
+                "context must be an object, found {}",
+                vexil_core::validate::type_name(&other)
+            )),
+        }
+    }
+
+    /// Request bodies of every kind: valid, malformed in each part, not objects, contexts that
+    /// are not objects, repeated and escaped members, numbers of every kind.
+    const BODIES: &[&str] = &[
+        "",
+        "{}",
+        r#"{"context": {"targetingKey": "user-1", "tier": "gold", "age": 37}}"#,
+        r#"{"context": {"b": 1, "a": [1, 2.5, {"x": "\u00e9"}], "b": 2}}"#,
+        r#"{"context": {"big": 18446744073709551615, "neg": -1, "f": 1.0, "e": 2e-3}}"#,
+        r#"{"context": null}"#,
+        r#"{"flags": 1, "context": {"a": 1}, "context": {"b": 2}}"#,
+        r#"{"context": {"a": 1}, "context": null}"#,
+        r#"{"cont\u0065xt": {"escaped": true}}"#,
+        r#"{"context": [1, 2]}"#,
+        r#"{"context": "x"}"#,
+        r#"{"context": 5}"#,
+        r#"{"context": true}"#,
+        "[1, 2]",
+        "\"text\"",
+        "5",
+        "null",
+        "{",
+        r#"{"context": {"a": 1}"#,
+        r#"{"context": {"a": 1}} trailing"#,
+        r#"{"other": [1, }"#,
+        r#"{"other": 1e999, "context": {}}"#,
+        r#"{"context": {"a": 1e999}}"#,
+        r#"[1, "\ud800"]"#,
+        r#"{"context": {"\ud800": 1}}"#,
+        r#"{"other": "\x", "context": {}}"#,
+        "{\"other\": \"\u{1}\", \"context\": {}}",
+    ];
+
+    #[test]
+    fn a_value_context_is_read_as_before() {
+        for body in BODIES {
+            let got = value_context(body.as_bytes()).map_err(|e| e.0);
+            assert_eq!(got, reference_context(body.as_bytes()), "{body}");
+        }
+    }
+
+    /// Parsed straight into engine data, the context is refused with the same messages, and
+    /// evaluates as its `Value` does.
+    #[test]
+    fn a_parsed_context_is_refused_and_evaluated_as_its_value_is() {
+        let doc = json!({"flags": {
+            "f": {"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+                "targeting": {"if": [{"or": [
+                    {"==": [{"var": "tier"}, "gold"]},
+                    {"==": [{"var": "b"}, 2]},
+                    {">": [{"var": "big"}, 1]},
+                    {"==": [{"var": "context"}, null]}
+                ]}, "b", "a"]}}
+        }});
+        let loaded = vexil_core::FlagDocument::from_value(
+            &doc,
+            vexil_core::Schema::Flagd,
+            vexil_core::TargetingPolicy::Warn,
+        )
+        .expect("a document");
+        let set =
+            vexil_core::FlagSet::compile(&loaded.document, &vexil_core::FlagSetOptions::default());
+        for body in BODIES {
+            let reference = reference_context(body.as_bytes());
+            with_context_arena(|arena| match parsed_context(body.as_bytes(), arena) {
+                Ok(ctx) => {
+                    let value = reference.as_ref().expect("accepted as before");
+                    assert_eq!(
+                        set.evaluate_parsed_at("f", &ctx, 1),
+                        set.evaluate_at("f", value, 1),
+                        "{body}"
+                    );
+                }
+                Err(e) => assert_eq!(Err(e.0), reference, "{body}"),
+            });
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_plain_single_flag_posts_only() {
+        let req = |method: &str, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(Body::empty())
+                .expect("a request")
+        };
+        let key = |method, uri| fast_single_flag_key(&req(method, uri)).map(str::to_owned);
+        assert_eq!(
+            key("POST", "/ofrep/v1/evaluate/flags/f-1"),
+            Some("f-1".into())
+        );
+        assert_eq!(
+            key("POST", "/ofrep/v1/evaluate/flags/f?x=1"),
+            Some("f".into())
+        );
+        assert_eq!(
+            key("POST", "http://host/ofrep/v1/evaluate/flags/f"),
+            Some("f".into())
+        );
+        for (method, uri) in [
+            ("GET", "/ofrep/v1/evaluate/flags/f"),
+            ("HEAD", "/ofrep/v1/evaluate/flags/f"),
+            ("POST", "/ofrep/v1/evaluate/flags"),
+            ("POST", "/ofrep/v1/evaluate/flags/"),
+            ("POST", "/ofrep/v1/evaluate/flags/f/"),
+            ("POST", "/ofrep/v1/evaluate/flags/a/b"),
+            ("POST", "/ofrep/v1/evaluate/flags/f%2Dg"),
+            ("POST", "/OFREP/v1/evaluate/flags/f"),
+            ("POST", "/ofrep/v1/evaluate/flagsf"),
+        ] {
+            assert_eq!(key(method, uri), None, "{method} {uri}");
+        }
+    }
+
+    /// The fast path may only take what the router would route to `evaluate_flag`: no other
+    /// route may lie under its prefix. `api()` is the one list of routes (`router()` adds none;
+    /// `rbac_matrix` checks that), and its document lists them all.
+    #[test]
+    fn single_flag_evaluation_is_the_only_route_under_the_fast_paths_prefix() {
+        let doc = super::super::openapi();
+        let under: Vec<&String> = doc
+            .paths
+            .paths
+            .keys()
+            .filter(|p| p.starts_with(SINGLE_FLAG_PREFIX))
+            .collect();
+        assert_eq!(under, ["/ofrep/v1/evaluate/flags/{key}"]);
+        let item = &doc.paths.paths["/ofrep/v1/evaluate/flags/{key}"];
+        assert_eq!(
+            item.post.as_ref().and_then(|op| op.operation_id.as_deref()),
+            Some("evaluateFlag")
+        );
+    }
 
     #[test]
     fn bulk_etag_ignores_key_order_but_not_values_or_revision() {
