@@ -1108,13 +1108,15 @@ impl ChangeFeed for EtcdStore {
             .header()
             .map_or(0, etcd_client::ResponseHeader::revision);
         let (current, _, _) = read_counter(&mut self.kv(), keys, at).await?;
-        let first = match resp.kvs().first() {
-            Some(item) => CODEC
-                .decode_bytes::<Vec<Change>>(item.value(), "changes")?
-                .first()
-                .map(|c| c.revision),
-            None => None,
-        };
+        // The first commit's revision is in its key (`change/<rev:020>`).
+        let prefix = keys.change_prefix();
+        let first = resp.kvs().first().and_then(|item| {
+            std::str::from_utf8(item.key())
+                .ok()?
+                .strip_prefix(prefix.as_str())?
+                .parse::<Revision>()
+                .ok()
+        });
         if current > after && first != Some(after + 1) {
             return Err(StoreError::ChangesCompacted {
                 after,

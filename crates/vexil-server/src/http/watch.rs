@@ -84,15 +84,39 @@ pub async fn watch(
     Ok(ws.on_upgrade(move |socket| stream(app, p, ns, from, socket)))
 }
 
-/// A `snapshot` frame: the namespace's whole state, which replaces whatever the watcher held.
-fn snapshot_frame(ns: &str, state: vexil_store::NamespaceState) -> Value {
-    json!({
+/// Why a snapshot frame did not go out.
+enum Snapshot {
+    /// The namespace could not be read; the stream may go on.
+    NotRead(vexil_service::ServiceError),
+    /// The watcher is gone or too slow; the stream ends.
+    NotSent,
+}
+
+/// Reads the namespace consistently and sends it as a `snapshot` frame, which replaces
+/// whatever the watcher held; returns the revision it is at.
+async fn send_snapshot(
+    app: &AppState,
+    pass: &vexil_service::Pass<'_>,
+    ns: &str,
+    socket: &mut WebSocket,
+) -> Result<Revision, Snapshot> {
+    let state = app
+        .flags
+        .namespace_state(pass, ns)
+        .await
+        .map_err(Snapshot::NotRead)?;
+    let revision = state.revision;
+    let frame = json!({
         "type": "snapshot",
         "namespace": ns,
-        "revision": state.revision,
+        "revision": revision,
         "flags": state.flags,
         "segments": state.segments,
-    })
+    });
+    send(socket, text(&frame), app.watch_send_timeout)
+        .await
+        .map_err(|()| Snapshot::NotSent)?;
+    Ok(revision)
 }
 
 fn text(v: &Value) -> Message {
@@ -129,18 +153,10 @@ async fn stream(
     let current = *applied.borrow_and_update();
     let mut seen = from;
     if from == 0 || from > current {
-        match app.flags.namespace_state(&pass, &ns).await {
-            Ok(state) => {
-                seen = state.revision;
-                let frame = snapshot_frame(&ns, state);
-                if send(&mut socket, text(&frame), app.watch_send_timeout)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            Err(e) => {
+        match send_snapshot(&app, &pass, &ns, &mut socket).await {
+            Ok(revision) => seen = revision,
+            Err(Snapshot::NotSent) => return,
+            Err(Snapshot::NotRead(e)) => {
                 let _ = send(
                     &mut socket,
                     text(&json!({"type": "error", "message": e.to_string()})),
@@ -165,19 +181,13 @@ async fn stream(
                 Ok(ChangeBatch::Resync) => {
                     // The store's log no longer reaches `seen` (deletions in the gap cannot be
                     // replayed): a new snapshot frame replaces the watcher's state.
-                    match app.flags.namespace_state(&pass, &ns).await {
-                        Ok(state) => {
-                            seen = state.revision;
-                            let frame = snapshot_frame(&ns, state);
-                            if send(&mut socket, text(&frame), app.watch_send_timeout)
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
+                    match send_snapshot(&app, &pass, &ns, &mut socket).await {
+                        Ok(revision) => {
+                            seen = revision;
                             continue;
                         }
-                        Err(e) => {
+                        Err(Snapshot::NotSent) => return,
+                        Err(Snapshot::NotRead(e)) => {
                             tracing::warn!(error = %e, "watch could not read a snapshot; will retry on the next commit");
                             break;
                         }
