@@ -7,6 +7,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# The tests read the project's shared folder (testbed, reference schemas) beside the checkout.
+# A clone made elsewhere (e.g. `git clone . /tmp/ci-check`) finds it beside the repository it
+# was cloned from.
+if [[ -z "${VEXIL_SHARED_DIR:-}" && ! -d ../shared ]]; then
+    origin=$(git remote get-url origin 2>/dev/null || true)
+    if [[ -n "$origin" && -d "$origin/../shared" ]]; then
+        VEXIL_SHARED_DIR=$(cd "$origin/../shared" && pwd)
+        export VEXIL_SHARED_DIR
+    fi
+fi
+
 step "python test clients (.venv)"
 bash scripts/setup-python.sh
 

@@ -145,7 +145,7 @@ pub fn testbed_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let root = workspace_root();
-    let shared = root.join("../shared/conformance/flagd-testbed");
+    let shared = shared_dir().join("conformance/flagd-testbed");
     if shared.is_dir() {
         return shared;
     }
@@ -167,6 +167,15 @@ pub fn testbed_dir() -> PathBuf {
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The project's shared folder (DESIGN.md, the flagd-testbed, the reference schemas and their
+/// fixtures): `VEXIL_SHARED_DIR` when set (a checkout that does not sit beside it, such as a
+/// clone in a temporary directory; `scripts/test.sh` sets it), else `../shared` beside the
+/// workspace.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("VEXIL_SHARED_DIR")
+        .map_or_else(|| workspace_root().join("../shared"), PathBuf::from)
 }
 
 fn read_json(path: &Path) -> Value {

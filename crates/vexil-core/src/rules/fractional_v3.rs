@@ -719,13 +719,7 @@ mod tests {
     // ---- flagd-testbed conformance: every `@fractional-v3` example row ----
 
     fn testbed_dir() -> PathBuf {
-        std::env::var_os("FLAGD_TESTBED_DIR").map_or_else(
-            || {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("../../../shared/conformance/flagd-testbed")
-            },
-            PathBuf::from,
-        )
+        vexil_testkit::testbed::testbed_dir()
     }
 
     /// One example row with its scenario's steps, placeholders substituted.

@@ -808,14 +808,13 @@ mod tests {
     use crate::MAX_RULE_DEPTH;
     use crate::validate::Violation;
 
-    const FIXTURES: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/reference/flagd-schemas/json/test/targeting"
-    );
-    const TESTBED: &str = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/flagd-testbed"
-    );
+    fn fixtures() -> PathBuf {
+        vexil_testkit::testbed::shared_dir().join("reference/flagd-schemas/json/test/targeting")
+    }
+
+    fn testbed() -> PathBuf {
+        vexil_testkit::testbed::testbed_dir()
+    }
 
     fn check(rule: &Value) -> Vec<Violation> {
         let mut out = Vec::new();
@@ -861,7 +860,7 @@ mod tests {
 
     #[test]
     fn every_positive_schema_fixture_is_accepted() {
-        for file in json_files(&Path::new(FIXTURES).join("positive")) {
+        for file in json_files(&fixtures().join("positive")) {
             let found = check(&read_json(&file));
             assert!(found.is_empty(), "{}: {found:#?}", file.display());
         }
@@ -869,7 +868,7 @@ mod tests {
 
     #[test]
     fn every_negative_schema_fixture_is_rejected_at_a_path_inside_the_rule() {
-        for file in json_files(&Path::new(FIXTURES).join("negative")) {
+        for file in json_files(&fixtures().join("negative")) {
             let found = check(&read_json(&file));
             assert!(!found.is_empty(), "{} was accepted", file.display());
             for v in &found {
@@ -931,7 +930,7 @@ mod tests {
                 "2.0.0.0",
             ),
         ];
-        let dir = Path::new(FIXTURES).join("negative");
+        let dir = fixtures().join("negative");
         assert_eq!(
             json_files(&dir).len(),
             expected.len(),
@@ -1019,7 +1018,7 @@ mod tests {
 
     #[test]
     fn testbed_rules_are_accepted_except_the_deliberately_broken_ones() {
-        let root = Path::new(TESTBED);
+        let root = testbed();
         let mut files = json_files(&root.join("flags"));
         files.push(root.join("evaluator/flags/testkit-flags.json"));
         let mut expected = deliberately_broken();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use vexil_core::{DocumentError, FlagDocument, Schema, TargetingPolicy};
 
 fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/reference/flagd-schemas/json/test")
+    vexil_testkit::testbed::shared_dir().join("reference/flagd-schemas/json/test")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
