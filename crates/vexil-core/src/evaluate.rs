@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::context::ParsedContext;
+use crate::metadata::Metadata;
 use crate::model::{FlagDefinition, FlagDocument, FlagState, VariantType};
 use crate::rules::{self, CompiledRule, FractionalVersion, RuleError};
 
@@ -137,11 +138,11 @@ pub struct Resolution {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Flag-set metadata overlaid with the flag's own.
-    pub metadata: Arc<Map<String, Value>>,
+    pub metadata: Arc<Metadata>,
 }
 
 impl Resolution {
-    fn error(code: ErrorCode, message: String, metadata: Arc<Map<String, Value>>) -> Self {
+    fn error(code: ErrorCode, message: String, metadata: Arc<Metadata>) -> Self {
         Self {
             value: None,
             variant: None,
@@ -199,7 +200,7 @@ struct CompiledFlag {
     /// Whether the rule can read `$flagd.timestamp` (see [`reads_clock`]); if not,
     /// [`FlagSet::evaluate`] does not read the clock for it.
     reads_clock: bool,
-    metadata: Arc<Map<String, Value>>,
+    metadata: Arc<Metadata>,
 }
 
 /// A compiled, immutable set of flags: what a namespace snapshot holds. `Send + Sync`; share it
@@ -213,7 +214,7 @@ pub struct FlagSet {
     /// The flags, in the order of `keys` (so `evaluate_all` needs no lookups). Shared, so that
     /// [`FlagSet::with_changes`] copies a pointer per unchanged flag, not the flag.
     compiled: Vec<Arc<CompiledFlag>>,
-    metadata: Arc<Map<String, Value>>,
+    metadata: Arc<Metadata>,
     static_context: Map<String, Value>,
 }
 
@@ -250,7 +251,7 @@ const MAX_CONTEXT_DEPTH: usize = 128;
 #[derive(Debug)]
 pub struct FlagSetBuilder<'a> {
     evaluators: &'a Map<String, Value>,
-    set_meta: Arc<Map<String, Value>>,
+    set_meta: Arc<Metadata>,
     options: &'a FlagSetOptions,
     flags: Vec<(Arc<str>, CompiledFlag)>,
 }
@@ -264,7 +265,7 @@ impl<'a> FlagSetBuilder<'a> {
     ) -> Self {
         Self {
             evaluators,
-            set_meta: Arc::new(metadata.clone()),
+            set_meta: Arc::new(Metadata::from(metadata)),
             options,
             flags: Vec::new(),
         }
@@ -313,7 +314,7 @@ impl FlagSet {
     fn from_sorted(
         keys: Vec<Arc<str>>,
         compiled: Vec<Arc<CompiledFlag>>,
-        metadata: Arc<Map<String, Value>>,
+        metadata: Arc<Metadata>,
         static_context: Map<String, Value>,
     ) -> Self {
         let mut index = HashMap::with_capacity_and_hasher(keys.len(), KeyHash::default());
@@ -427,7 +428,7 @@ impl FlagSet {
     }
 
     /// Flag-set metadata.
-    pub fn metadata(&self) -> &Arc<Map<String, Value>> {
+    pub fn metadata(&self) -> &Arc<Metadata> {
         &self.metadata
     }
 
@@ -843,7 +844,7 @@ struct Trace {
 
 fn compile_flag(
     def: &FlagDefinition,
-    set_meta: &Arc<Map<String, Value>>,
+    set_meta: &Arc<Metadata>,
     evaluators: &Map<String, Value>,
     fractional: FractionalVersion,
 ) -> CompiledFlag {
@@ -876,9 +877,7 @@ fn compile_flag(
     let metadata = if def.metadata.is_empty() {
         set_meta.clone()
     } else {
-        let mut m = (**set_meta).clone();
-        m.extend(def.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Arc::new(m)
+        Arc::new(Metadata::overlaid(set_meta, &def.metadata))
     };
     let reads_clock = match &targeting {
         Targeting::Rule(rule) => rule.reads_clock,

@@ -8,6 +8,7 @@ pub mod context;
 pub mod domain;
 pub mod evaluate;
 pub mod identity;
+pub mod metadata;
 pub mod model;
 pub mod rules;
 pub mod validate;
@@ -15,6 +16,7 @@ pub mod validate;
 pub use evaluate::{
     ErrorCode, Explanation, FlagSet, FlagSetBuilder, FlagSetOptions, Reason, Resolution, ValueKind,
 };
+pub use metadata::Metadata;
 pub use model::{
     DocumentError, FlagDefinition, FlagDocument, FlagState, Loaded, Schema, TargetingPolicy,
     VariantType,

@@ -25,7 +25,7 @@ impl Resolver for InProcess {
             value: r.value.map(|v| (*v).clone()),
             reason: r.reason.as_str().to_owned(),
             error_code: r.error_code.map(|c| c.as_str().to_owned()),
-            metadata: (*r.metadata).clone(),
+            metadata: r.metadata.to_map(),
         })
     }
 }

@@ -145,6 +145,16 @@ pub fn map_to_struct(m: &Map<String, Value>) -> prost_types::Struct {
     }
 }
 
+/// Evaluation metadata as a `Struct`.
+pub fn metadata_to_struct(m: &vexil_core::Metadata) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.to_owned(), from_json(v)))
+            .collect(),
+    }
+}
+
 /// The one mapping from service errors to gRPC statuses. Exhaustive: a new variant does not
 /// compile until it is mapped here.
 pub fn status(e: ServiceError) -> Status {

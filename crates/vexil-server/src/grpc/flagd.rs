@@ -129,7 +129,7 @@ fn resolve<T>(
 }
 
 fn metadata(r: &Resolution) -> Option<prost_types::Struct> {
-    Some(map_to_struct(&r.metadata))
+    Some(convert::metadata_to_struct(&r.metadata))
 }
 
 fn reason(r: &Resolution) -> String {
@@ -392,7 +392,7 @@ impl v1::service_server::Service for EvaluationV1 {
             .flags
             .cache()
             .get(&ns)
-            .map(|s| map_to_struct(s.flags.metadata()))
+            .map(|s| convert::metadata_to_struct(s.flags.metadata()))
             .unwrap_or_default();
         Ok(Response::new(v1::ResolveAllResponse {
             flags,

@@ -233,7 +233,7 @@ fn resolution_message(key: &str, r: &Resolution) -> pb::Resolution {
         reason: r.reason.as_str().to_owned(),
         error_code: r.error_code.map(|c| c.as_str().to_owned()),
         error_message: r.error_message.clone(),
-        metadata: Some(map_to_struct(&r.metadata)),
+        metadata: Some(convert::metadata_to_struct(&r.metadata)),
     }
 }
 

@@ -320,7 +320,7 @@ struct Entry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     error_details: Option<&'a str>,
     key: &'a str,
-    metadata: &'a Map<String, Value>,
+    metadata: &'a vexil_core::Metadata,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     /// A float keeps its decimal point: the borrowed `Value` serializes exactly as it did inside
@@ -918,7 +918,7 @@ mod tests {
             reason: vexil_core::Reason::TargetingMatch,
             error_code: None,
             error_message: None,
-            metadata: Arc::new(metadata),
+            metadata: Arc::new(metadata.into()),
         };
         let text = serde_json::to_string(&entry("f", &success).1).expect("serializable");
         assert_eq!(
