@@ -1,4 +1,4 @@
-//! Vexil's stored resources: namespaces, flags, segments and audit events, and the key rules
+//! Vexil's stored resources: namespaces, flags, segments, configuration entries and audit events, and the key rules
 //! they obey. These are plain data shared by the store, service and transport layers; nothing
 //! here touches storage.
 
@@ -104,6 +104,41 @@ pub struct Segment {
     pub updated_at: Millis,
 }
 
+/// A dynamic configuration entry: a JSON value under a key in a namespace, optionally held to a
+/// JSON Schema that every new value must satisfy. Every version is kept (see the store's
+/// `ConfigStore::config_versions`), so history and rollback work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigEntry {
+    /// Owning namespace.
+    pub namespace: String,
+    /// Unique within the namespace; the rules of [`validate_flag_key`].
+    pub key: String,
+    /// The value: any JSON.
+    pub value: Value,
+    /// A JSON Schema (draft 2020-12 unless it names another) every value must satisfy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Value>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Starts at 1, +1 per update (a rollback is an update too).
+    #[serde(default)]
+    pub version: u64,
+    /// Creation time.
+    #[serde(default)]
+    pub created_at: Millis,
+    /// Who created it.
+    #[serde(default)]
+    pub created_by: String,
+    /// When this version was written.
+    #[serde(default)]
+    pub updated_at: Millis,
+    /// Who wrote this version.
+    #[serde(default)]
+    pub updated_by: String,
+}
+
 /// What kind of resource a change or audit event concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +157,8 @@ pub enum ResourceKind {
     Binding,
     /// An API token.
     Token,
+    /// A configuration entry.
+    Config,
 }
 
 impl ResourceKind {
@@ -135,7 +172,25 @@ impl ResourceKind {
             ResourceKind::Role => "role",
             ResourceKind::Binding => "binding",
             ResourceKind::Token => "token",
+            ResourceKind::Config => "config",
         }
+    }
+
+    /// Every kind, in declaration order.
+    pub const ALL: [ResourceKind; 8] = [
+        ResourceKind::Namespace,
+        ResourceKind::Flag,
+        ResourceKind::Segment,
+        ResourceKind::User,
+        ResourceKind::Role,
+        ResourceKind::Binding,
+        ResourceKind::Token,
+        ResourceKind::Config,
+    ];
+
+    /// The kind named by its lower-case name ([`ResourceKind::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
-use vexil_service::{FlagService, IdentityService};
+use vexil_service::{AuditService, ConfigService, FlagService, IdentityService};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -25,6 +25,10 @@ pub struct AppState {
     pub flags: FlagService,
     /// Authentication, users, roles, bindings, tokens.
     pub identity: IdentityService,
+    /// The audit log: query, export, verification, flag history.
+    pub audit: AuditService,
+    /// Dynamic configuration entries.
+    pub configs: ConfigService,
     /// Serve `/metrics` without credentials (`VEXIL_METRICS_PUBLIC`).
     pub metrics_public: bool,
     /// How long a WebSocket watcher may leave a frame unread before it is closed

@@ -10,8 +10,8 @@ use vexil_core::FractionalVersion;
 use vexil_server::config::{Config, Fractional};
 use vexil_server::{AppState, serve_http, telemetry};
 use vexil_service::{
-    AuthConfig, FlagService, IdentityService, ImportMode, Principal, ServiceOptions, SnapshotCache,
-    Store,
+    AuditService, AuthConfig, ConfigService, FlagService, IdentityService, ImportMode, Principal,
+    ServiceOptions, SnapshotCache, Store,
 };
 use vexil_store::IdentityStore;
 
@@ -158,6 +158,8 @@ async fn main() -> anyhow::Result<()> {
     let state = Arc::new(AppState {
         flags,
         identity,
+        audit: AuditService::new(store.clone()),
+        configs: ConfigService::new(store.clone()),
         metrics_public: config.metrics_public,
         watch_send_timeout: Duration::from_millis(config.watch_send_timeout_ms.max(1)),
     });

@@ -99,7 +99,7 @@ fn resource(kind: &ResourceKind, namespace: &str, key: &str) -> String {
         | ResourceKind::Role
         | ResourceKind::Binding
         | ResourceKind::Token => format!("{} {key}", kind.as_str()),
-        ResourceKind::Flag | ResourceKind::Segment => {
+        ResourceKind::Flag | ResourceKind::Segment | ResourceKind::Config => {
             format!("{} {namespace}/{key}", kind.as_str())
         }
     }

@@ -140,17 +140,38 @@ impl std::fmt::Debug for FlagService {
     }
 }
 
-fn now_millis() -> i64 {
+/// Runs a read-check-commit attempt; when the caller set no expected version and the attempt
+/// lost a race (the version moved between read and commit), tries again on fresh state.
+pub(crate) async fn retrying<T, F, Fut>(
+    expected: Option<u64>,
+    mut attempt: F,
+) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ServiceError>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Err(ServiceError::VersionConflict { .. }) if expected.is_none() && tries < RETRIES => {
+                tries += 1
+            }
+            other => return other,
+        }
+    }
+}
+
+pub(crate) fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn to_json<T: Serialize>(v: &T) -> Value {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-fn audit(
+pub(crate) fn audit(
     pass: &Pass<'_>,
     action: &str,
     kind: ResourceKind,
@@ -179,7 +200,7 @@ fn audit(
 }
 
 /// Checks the caller's expected version against the current one.
-fn check_expected(
+pub(crate) fn check_expected(
     kind: ResourceKind,
     ns: &str,
     key: &str,
@@ -208,7 +229,10 @@ const READ_ONLY: &[&str] = &[
     "updatedBy",
 ];
 
-fn object<'v>(body: &'v Value, what: &str) -> Result<&'v Map<String, Value>, ServiceError> {
+pub(crate) fn object<'v>(
+    body: &'v Value,
+    what: &str,
+) -> Result<&'v Map<String, Value>, ServiceError> {
     body.as_object().ok_or_else(|| {
         ServiceError::invalid(
             "",
@@ -220,7 +244,11 @@ fn object<'v>(body: &'v Value, what: &str) -> Result<&'v Map<String, Value>, Ser
     })
 }
 
-fn optional_string(obj: &Map<String, Value>, field: &str, v: &mut Vec<Violation>) -> String {
+pub(crate) fn optional_string(
+    obj: &Map<String, Value>,
+    field: &str,
+    v: &mut Vec<Violation>,
+) -> String {
     match obj.get(field) {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -237,7 +265,7 @@ fn optional_string(obj: &Map<String, Value>, field: &str, v: &mut Vec<Violation>
     }
 }
 
-fn reject_unknown(obj: &Map<String, Value>, allowed: &[&str], v: &mut Vec<Violation>) {
+pub(crate) fn reject_unknown(obj: &Map<String, Value>, allowed: &[&str], v: &mut Vec<Violation>) {
     for k in obj.keys() {
         if !allowed.contains(&k.as_str()) && !READ_ONLY.contains(&k.as_str()) {
             v.push(Violation::new(
@@ -249,7 +277,7 @@ fn reject_unknown(obj: &Map<String, Value>, allowed: &[&str], v: &mut Vec<Violat
 }
 
 /// The key in the body must match the path's, when both are given.
-fn body_key(
+pub(crate) fn body_key(
     obj: &Map<String, Value>,
     path_key: Option<&str>,
     what: &'static str,
@@ -298,7 +326,7 @@ fn body_key(
     }
 }
 
-fn done<T>(value: T, violations: Vec<Violation>) -> Result<T, ServiceError> {
+pub(crate) fn done<T>(value: T, violations: Vec<Violation>) -> Result<T, ServiceError> {
     if violations.is_empty() {
         Ok(value)
     } else {
@@ -502,7 +530,7 @@ impl FlagService {
         pass.require(Permission::FlagWrite, key)?;
         let input = Self::parse_namespace(body, Some(key))?;
         let expected = expected.or_else(|| body.get("version").and_then(Value::as_u64));
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let current = self.store.get_namespace(key).await?;
             check_expected(ResourceKind::Namespace, key, key, expected, current.version)?;
             let next = Namespace {
@@ -550,7 +578,7 @@ impl FlagService {
                 message: "the default namespace cannot be deleted".into(),
             });
         }
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let current = self.store.get_namespace(key).await?;
             check_expected(ResourceKind::Namespace, key, key, expected, current.version)?;
             let ev = audit(
@@ -573,31 +601,6 @@ impl FlagService {
             Ok(())
         })
         .await
-    }
-
-    /// Runs a read-check-commit attempt; when the caller set no expected version and the
-    /// attempt lost a race (the version moved between read and commit), tries again on fresh
-    /// state.
-    async fn retrying<T, F, Fut>(
-        &self,
-        expected: Option<u64>,
-        mut attempt: F,
-    ) -> Result<T, ServiceError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, ServiceError>>,
-    {
-        let mut tries = 0;
-        loop {
-            match attempt().await {
-                Err(ServiceError::VersionConflict { .. })
-                    if expected.is_none() && tries < RETRIES =>
-                {
-                    tries += 1
-                }
-                other => return other,
-            }
-        }
     }
 
     // ---------------------------------------------------------------- flags
@@ -827,7 +830,7 @@ impl FlagService {
     ) -> Result<Flag, ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
         let expected = expected.or_else(|| body.get("version").and_then(Value::as_u64));
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let evaluators = self.evaluators(ns).await?;
             let next = Self::parse_flag(ns, body, Some(key), &evaluators, opts)?;
             let current = self.store.get_flag(ns, key).await?;
@@ -852,7 +855,7 @@ impl FlagService {
     ) -> Result<Flag, ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
         object(patch, "merge patch")?;
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let current = self.store.get_flag(ns, key).await?;
             check_expected(ResourceKind::Flag, ns, key, expected, current.version)?;
             let mut doc = to_json(&current);
@@ -881,7 +884,7 @@ impl FlagService {
         state: FlagState,
     ) -> Result<Flag, ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
-        self.retrying(None, || async {
+        retrying(None, || async {
             let current = self.store.get_flag(ns, key).await?;
             if current.definition.state == state {
                 return Ok(current);
@@ -909,7 +912,7 @@ impl FlagService {
         expected: Option<u64>,
     ) -> Result<(), ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let current = self.store.get_flag(ns, key).await?;
             check_expected(ResourceKind::Flag, ns, key, expected, current.version)?;
             let ev = audit(
@@ -1024,7 +1027,7 @@ impl FlagService {
     ) -> Result<Segment, ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
         let create = key.is_none();
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let mut others = self.evaluators(ns).await?;
             let mut seg = Self::parse_segment(ns, body, key, &others)?;
             others.remove(&seg.key);
@@ -1093,7 +1096,7 @@ impl FlagService {
         expected: Option<u64>,
     ) -> Result<(), ServiceError> {
         pass.require(Permission::FlagWrite, ns)?;
-        self.retrying(expected, || async {
+        retrying(expected, || async {
             let current = self.store.get_segment(ns, key).await?;
             check_expected(ResourceKind::Segment, ns, key, expected, current.version)?;
             let state = self.store.load_namespace(ns).await?;
@@ -1379,24 +1382,6 @@ impl FlagService {
         })
     }
 
-    // ---------------------------------------------------------------- audit
-
-    /// Audit events in `seq` order. Requires `AuditRead` on the queried namespace (or `*`).
-    ///
-    /// # Errors
-    /// Store errors.
-    pub async fn list_audit(
-        &self,
-        pass: &Pass<'_>,
-        query: &vexil_store::AuditQuery,
-    ) -> Result<Vec<AuditEvent>, ServiceError> {
-        pass.require(
-            Permission::AuditRead,
-            query.namespace.as_deref().unwrap_or("*"),
-        )?;
-        Ok(self.store.list_audit(query).await?)
-    }
-
     /// Changes to `ns` committed after `after`, in revision order (at most `limit`, never
     /// splitting a commit), with the revision they reach; or [`ChangeBatch::Resync`] when the
     /// store's log no longer reaches back to `after`, and the consumer must start again from
@@ -1568,7 +1553,10 @@ impl FlagService {
 }
 
 /// The stored resource at `index` of a commit, decoded.
-fn stored<T: serde::de::DeserializeOwned>(c: &vexil_store::Committed, index: usize) -> Option<T> {
+pub(crate) fn stored<T: serde::de::DeserializeOwned>(
+    c: &vexil_store::Committed,
+    index: usize,
+) -> Option<T> {
     c.results
         .get(index)
         .cloned()

@@ -6,12 +6,16 @@
 //! the core and on the storage *traits*; it must never depend on a transport (axum, tonic) or
 //! name a particular backend.
 
+mod audit;
+mod configs;
 mod error;
 mod flags;
 mod identity;
 mod principal;
 mod snapshot;
 
+pub use audit::{AuditExport, AuditService, ChainReport};
+pub use configs::{ConfigService, ConfigWritten};
 pub use error::ServiceError;
 pub use flags::{
     ChangeBatch, DEFAULT_NAMESPACE, EvaluateOutcome, FlagService, ImportDiff, ImportMode,
@@ -23,15 +27,21 @@ pub use identity::{
 };
 pub use principal::{Pass, Permission, Principal, RequestMeta};
 pub use snapshot::{NamespaceSnapshot, SnapshotCache};
-pub use vexil_store::RelayStatus;
+pub use vexil_store::{ChainBreak, RelayStatus};
 
 /// The stores a service needs, as trait objects chosen once at start-up.
 pub trait Store:
-    vexil_store::FlagStore + vexil_store::ChangeFeed + vexil_store::AuditStore
+    vexil_store::FlagStore
+    + vexil_store::ChangeFeed
+    + vexil_store::AuditStore
+    + vexil_store::ConfigStore
 {
 }
 
 impl<T> Store for T where
-    T: vexil_store::FlagStore + vexil_store::ChangeFeed + vexil_store::AuditStore
+    T: vexil_store::FlagStore
+        + vexil_store::ChangeFeed
+        + vexil_store::AuditStore
+        + vexil_store::ConfigStore
 {
 }

@@ -110,8 +110,8 @@ fn compile(state: RawNamespaceState, fractional: FractionalVersion) -> Namespace
     }
 }
 
-/// `current` with the namespace's changes in `changes` applied, when they are all flag changes
-/// that decode; `None` when the namespace must be reloaded instead.
+/// `current` with the namespace's changes in `changes` applied, when they are all flag (or
+/// configuration) changes that decode; `None` when the namespace must be reloaded instead.
 fn apply_flag_changes(
     current: &NamespaceSnapshot,
     ns: &str,
@@ -121,8 +121,12 @@ fn apply_flag_changes(
     let mut updates: Vec<(String, Option<FlagDefinition>)> = Vec::new();
     let mut revision = current.revision;
     for change in changes.iter().filter(|c| c.namespace == ns) {
-        if change.kind != vexil_core::domain::ResourceKind::Flag {
-            return None;
+        revision = revision.max(change.revision);
+        match change.kind {
+            vexil_core::domain::ResourceKind::Flag => {}
+            // Configuration entries are not part of evaluation: the snapshot only moves on.
+            vexil_core::domain::ResourceKind::Config => continue,
+            _ => return None,
         }
         let definition = match &change.after {
             Some(after) => Some(
@@ -133,7 +137,6 @@ fn apply_flag_changes(
             None => None,
         };
         updates.push((change.key.clone(), definition));
-        revision = revision.max(change.revision);
     }
     let flags = current.flags.with_changes(
         updates.iter().map(|(k, d)| (k.as_str(), d.as_ref())),

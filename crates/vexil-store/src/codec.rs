@@ -109,6 +109,7 @@ impl Codec {
             "namespace" => Ok(ResourceKind::Namespace),
             "flag" => Ok(ResourceKind::Flag),
             "segment" => Ok(ResourceKind::Segment),
+            "config" => Ok(ResourceKind::Config),
             other => Err(self.internal(format!("unknown resource kind {other:?}"))),
         }
     }

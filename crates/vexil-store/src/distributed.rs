@@ -23,15 +23,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, Notify, watch};
-use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, Revision, Segment};
+use vexil_core::domain::{AuditEvent, Change, ConfigEntry, Flag, Namespace, Revision, Segment};
 use vexil_core::identity::IdentityState;
 
 use crate::etcd::{AuditMode, EtcdStore, OutboxEntry};
 use crate::postgres::PostgresStore;
 use crate::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, RelayStatus, StoreError,
-    Write,
+    AuditQuery, AuditStore, ChangeFeed, Committed, ConfigStore, FlagQuery, FlagStore,
+    IdentityCommitted, IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState,
+    RelayStatus, StoreError, Write,
 };
 
 /// How long a commit waits for its own events to reach PostgreSQL before leaving them to the
@@ -331,6 +331,31 @@ impl FlagStore for DistributedStore {
 
     async fn load_namespace_raw(&self, namespace: &str) -> Result<RawNamespaceState, StoreError> {
         self.etcd().load_namespace_raw(namespace).await
+    }
+}
+
+/// Configs are flag state: they live in etcd with the flags, so their writes share the
+/// revision, the change feed and the relayed audit of [`FlagStore::commit`].
+#[async_trait]
+impl ConfigStore for DistributedStore {
+    async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, StoreError> {
+        self.etcd().get_config(namespace, key).await
+    }
+
+    async fn list_configs(&self, namespace: &str) -> Result<Vec<ConfigEntry>, StoreError> {
+        self.etcd().list_configs(namespace).await
+    }
+
+    async fn config_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<ConfigEntry>, StoreError> {
+        self.etcd()
+            .config_versions(namespace, key, after_version, limit)
+            .await
     }
 }
 

@@ -1,6 +1,7 @@
-//! The etcd backend for flag state (the distributed mode of DESIGN.md §5): namespaces, flags
-//! and segments, the change log and the revision counter live under one configurable key
-//! prefix (e.g. `/vexil/`), so several stores (or tests) can share a cluster.
+//! The etcd backend for flag state (the distributed mode of DESIGN.md §5): namespaces, flags,
+//! segments and configuration entries (with their history), the change log and the revision
+//! counter live under one configurable key prefix (e.g. `/vexil/`), so several stores (or tests)
+//! can share a cluster.
 //!
 //! # Key layout
 //!
@@ -9,14 +10,19 @@
 //! | `<prefix>ns/<ns>` | the namespace's JSON document |
 //! | `<prefix>flag/<ns>/<key>` | the flag's JSON document |
 //! | `<prefix>seg/<ns>/<key>` | the segment's JSON document |
+//! | `<prefix>configs/<ns>/<key>` | the configuration entry's JSON document (its current version) |
+//! | `<prefix>config_versions/<ns>/<key>/<version:020>` | the entry as stored at that version ([`crate::ConfigStore::config_versions`]) |
 //! | `<prefix>rev` | the store revision counter (decimal); absent means 0 |
 //! | `<prefix>change/<rev:020>` | one commit's [`Change`]s (a JSON array, in batch order) |
 //! | `<prefix>audit/head` | `{"seq": n, "hash": "…"}` of the last audit event |
 //! | `<prefix>audit/seq/<seq:020>` | one commit's stored [`AuditEvent`]s (a JSON array, with `seq` and hash chain), under the `seq` of its last event |
 //! | `<prefix>outbox/<rev:020>/<first event id>` | [`AuditMode::Outbox`] only: one commit's [`AuditEvent`]s (a JSON array, not yet sequenced), waiting for the relay |
 //!
-//! Keys are valid namespace/flag/segment keys (no `/`), so the prefixes never overlap, and
-//! etcd's byte order of keys is the listing order the conformance suite pins.
+//! Keys are valid namespace/flag/segment/config keys (no `/`), so the prefixes never overlap,
+//! and etcd's byte order of keys is the listing order the conformance suite pins. A config's
+//! history is written in the txn that writes the entry, and removed in the txn that deletes it
+//! (one range delete of `config_versions/<ns>/<key>/`, whose trailing `/` keeps it off the
+//! history of a key that merely starts with `<key>`).
 //!
 //! # Compare-and-set
 //!
@@ -51,7 +57,9 @@
 //! # Limits
 //!
 //! etcd caps a txn at `--max-txn-ops` operations and compares (128 each by default): a commit
-//! takes one operation per write (its document) and one compare per touched key, plus a few
+//! takes one operation per write (its document; two for a config, whose put also writes a
+//! history key and whose delete also range-deletes its history) and one compare per touched
+//! key, plus a few
 //! fixed ones (the counter, one change key, one key for all its audit events, the audit head),
 //! so a batch may hold about 120 writes unless the cluster's limit is raised. A batch over the
 //! cluster's limits (operations, or `--max-request-bytes`) is refused whole with
@@ -65,19 +73,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, KvClient, Txn, TxnOp,
+    WatchOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
-use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, Change, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 
 use crate::codec::Codec;
 use crate::plan::{self, Applied, Versioned, not_found};
 use crate::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, NamespaceState,
-    Page, StoreError, Write, listing,
+    AuditQuery, AuditStore, ChangeFeed, Committed, ConfigStore, Expect, FlagQuery, FlagStore,
+    NamespaceState, Page, StoreError, Write, listing,
 };
 
 /// How many times a commit re-reads and retries after losing a compare to another writer.
@@ -338,6 +349,16 @@ impl Keys {
     fn seg_prefix(&self, ns: &str) -> String {
         format!("{}seg/{ns}/", self.prefix)
     }
+    fn config(&self, ns: &str, key: &str) -> String {
+        format!("{}configs/{ns}/{key}", self.prefix)
+    }
+    fn config_prefix(&self, ns: &str) -> String {
+        format!("{}configs/{ns}/", self.prefix)
+    }
+    /// Ends in `/`, so that it holds only `key`'s history, not that of a key starting with it.
+    fn config_versions(&self, ns: &str, key: &str) -> String {
+        format!("{}config_versions/{ns}/{key}/", self.prefix)
+    }
     fn rev(&self) -> String {
         format!("{}rev", self.prefix)
     }
@@ -374,6 +395,12 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The key of version `version` in the history under `versions` ([`Keys::config_versions`]):
+/// zero-padded, so that key order is version order.
+fn version_key(versions: &str, version: u64) -> String {
+    format!("{versions}{version:020}")
 }
 
 /// The first key strictly after `key`.
@@ -508,6 +535,17 @@ async fn range_at(
     end: Vec<u8>,
     at: i64,
 ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    range_limited(kv, from, end, at, 0).await
+}
+
+/// As [`range_at`], the first `limit` only (0: all).
+async fn range_limited(
+    kv: &mut KvClient,
+    from: impl Into<Vec<u8>>,
+    end: Vec<u8>,
+    at: i64,
+    limit: i64,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let from: Vec<u8> = from.into();
     let resp = retrying(|| {
         let mut kv = kv.clone();
@@ -515,7 +553,12 @@ async fn range_at(
         async move {
             kv.get(
                 from,
-                Some(GetOptions::new().with_range(end).with_revision(at)),
+                Some(
+                    GetOptions::new()
+                        .with_range(end)
+                        .with_revision(at)
+                        .with_limit(limit),
+                ),
             )
             .await
         }
@@ -543,6 +586,15 @@ struct Touched {
     dirty: bool,
 }
 
+/// What a batch does to one config's history.
+#[derive(Default)]
+struct History {
+    /// The batch deleted the config, so the stored history goes.
+    cleared: bool,
+    /// Versions the batch wrote (after the last delete, if any), by version.
+    added: BTreeMap<u64, Value>,
+}
+
 /// One commit attempt: a view of the store at etcd revision `at`, with the batch's writes
 /// applied on top in memory.
 struct Attempt<'a> {
@@ -550,6 +602,9 @@ struct Attempt<'a> {
     keys: &'a Keys,
     at: i64,
     touched: BTreeMap<String, Touched>,
+    /// Config histories the batch changes, by [`Keys::config_versions`] prefix. History keys
+    /// take no compare: they only change along with their entry's key, which has one.
+    histories: BTreeMap<String, History>,
 }
 
 impl Attempt<'_> {
@@ -597,9 +652,13 @@ impl Attempt<'_> {
         plan::require_namespace(ns, exists)
     }
 
-    /// Whether the namespace holds flags or segments in this view.
+    /// Whether the namespace holds flags, segments or configs in this view.
     async fn occupied(&mut self, ns: &str) -> Result<bool, StoreError> {
-        for prefix in [self.keys.flag_prefix(ns), self.keys.seg_prefix(ns)] {
+        for prefix in [
+            self.keys.flag_prefix(ns),
+            self.keys.seg_prefix(ns),
+            self.keys.config_prefix(ns),
+        ] {
             let resp = self
                 .kv
                 .get(
@@ -653,6 +712,37 @@ impl Attempt<'_> {
                 let key = self.keys.flag(&flag.namespace, &flag.key);
                 self.put(key, flag, expect).await
             }
+            Write::PutConfig { config, expect } => {
+                self.require_namespace(&config.namespace).await?;
+                let key = self.keys.config(&config.namespace, &config.key);
+                let versions = self.keys.config_versions(&config.namespace, &config.key);
+                let applied = self.put(key, config, expect).await?;
+                if let Some(doc) = &applied.after {
+                    let version = doc.get("version").and_then(Value::as_u64).unwrap_or(0);
+                    let history = self.histories.entry(versions).or_default();
+                    history.added.insert(version, doc.clone());
+                }
+                Ok(applied)
+            }
+            Write::DeleteConfig {
+                namespace,
+                key,
+                expect,
+            } => {
+                let k = self.keys.config(&namespace, &key);
+                let versions = self.keys.config_versions(&namespace, &key);
+                let applied = self
+                    .delete_scoped(ResourceKind::Config, k, namespace, key, expect)
+                    .await?;
+                self.histories.insert(
+                    versions,
+                    History {
+                        cleared: true,
+                        added: BTreeMap::new(),
+                    },
+                );
+                Ok(applied)
+            }
             Write::PutSegment { segment, expect } => {
                 self.require_namespace(&segment.namespace).await?;
                 let key = self.keys.seg(&segment.namespace, &segment.key);
@@ -701,7 +791,8 @@ impl Attempt<'_> {
         Ok(Applied::put(&item, value))
     }
 
-    /// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
+    /// Deletes a flag, segment or config (see [`plan::delete`]); a missing namespace is reported
+    /// as such.
     async fn delete_scoped(
         &mut self,
         kind: ResourceKind,
@@ -715,6 +806,28 @@ impl Attempt<'_> {
         plan::delete(expect, stored, kind, &namespace, &key)?;
         self.set(etcd_key, None);
         Ok(Applied::delete(kind, namespace, key))
+    }
+}
+
+/// Adds the operations that leave the history under `versions` as the batch does. etcd refuses a
+/// txn whose puts fall inside one of its range deletes, so a history deleted and then written
+/// again in one batch (a config deleted and created again, from version 1) is cleared only above
+/// its new versions, which the puts then overwrite.
+fn history_ops(versions: &str, history: &History, ops: &mut Vec<TxnOp>) {
+    if history.cleared {
+        let from = match history.added.keys().next_back() {
+            Some(last) => version_key(versions, last.saturating_add(1)),
+            None => versions.to_owned(),
+        };
+        let end = DeleteOptions::new().with_range(prefix_end(versions));
+        ops.push(TxnOp::delete(from, Some(end)));
+    }
+    for (version, doc) in &history.added {
+        ops.push(TxnOp::put(
+            version_key(versions, *version),
+            doc.to_string(),
+            None,
+        ));
     }
 }
 
@@ -735,6 +848,7 @@ impl EtcdStore {
             keys,
             at,
             touched: BTreeMap::new(),
+            histories: BTreeMap::new(),
         };
         let revision = if writes.is_empty() {
             current
@@ -790,6 +904,9 @@ impl EtcdStore {
                 Some(doc) => TxnOp::put(key.as_str(), doc.to_string(), None),
                 None => TxnOp::delete(key.as_str(), None),
             });
+        }
+        for (versions, history) in &attempt.histories {
+            history_ops(versions, history, &mut ops);
         }
         if !writes.is_empty() {
             ops.push(TxnOp::put(keys.rev(), revision.to_string(), None));
@@ -996,16 +1113,8 @@ impl FlagStore for EtcdStore {
     }
 
     async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError> {
-        let mut kv = self.kv();
-        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
-        self.require_namespace(&mut kv, namespace, at).await?;
         let prefix = self.keys().seg_prefix(namespace);
-        let end = prefix_end(&prefix);
-        range_at(&mut kv, prefix, end, at)
-            .await?
-            .iter()
-            .map(|(_, v)| CODEC.decode_bytes(v, "segment"))
-            .collect()
+        self.list_scoped(namespace, prefix, "segment").await
     }
 
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
@@ -1052,6 +1161,24 @@ impl EtcdStore {
         }
     }
 
+    /// Every document under `prefix` (a namespace's segments or configs), in key order.
+    async fn list_scoped<T: DeserializeOwned>(
+        &self,
+        namespace: &str,
+        prefix: String,
+        what: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut kv = self.kv();
+        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        self.require_namespace(&mut kv, namespace, at).await?;
+        let end = prefix_end(&prefix);
+        range_at(&mut kv, prefix, end, at)
+            .await?
+            .iter()
+            .map(|(_, v)| CODEC.decode_bytes(v, what))
+            .collect()
+    }
+
     async fn get_scoped<T: DeserializeOwned>(
         &self,
         kind: ResourceKind,
@@ -1068,6 +1195,48 @@ impl EtcdStore {
                 Err(not_found(kind, namespace, key))
             }
         }
+    }
+}
+
+#[async_trait]
+impl ConfigStore for EtcdStore {
+    async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, StoreError> {
+        let etcd_key = self.keys().config(namespace, key);
+        self.get_scoped(ResourceKind::Config, &etcd_key, namespace, key)
+            .await
+    }
+
+    async fn list_configs(&self, namespace: &str) -> Result<Vec<ConfigEntry>, StoreError> {
+        let prefix = self.keys().config_prefix(namespace);
+        self.list_scoped(namespace, prefix, "config").await
+    }
+
+    async fn config_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<ConfigEntry>, StoreError> {
+        // Both reads at one etcd revision, so a concurrent delete cannot turn `NotFound` into
+        // an empty history.
+        let mut kv = self.kv();
+        let (_, _, at) = read_counter(&mut kv, self.keys(), 0).await?;
+        if get_at(&mut kv, &self.keys().config(namespace, key), at)
+            .await?
+            .is_none()
+        {
+            self.require_namespace(&mut kv, namespace, at).await?;
+            return Err(not_found(ResourceKind::Config, namespace, key));
+        }
+        let versions = self.keys().config_versions(namespace, key);
+        let from = key_after(&version_key(&versions, after_version));
+        let limit = i64::try_from(listing::page_limit(limit)).unwrap_or(i64::MAX);
+        range_limited(&mut kv, from, prefix_end(&versions), at, limit)
+            .await?
+            .iter()
+            .map(|(_, v)| CODEC.decode_bytes(v, "config"))
+            .collect()
     }
 }
 

@@ -28,7 +28,9 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use serde_json::Value;
-use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, Change, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 use vexil_core::identity::{ApiToken, Binding, IdentityState, Role, User};
 
 /// A store failure, in domain terms.
@@ -68,7 +70,7 @@ pub enum StoreError {
         /// The version stored.
         actual: u64,
     },
-    /// The namespace still holds flags or segments and cannot be deleted.
+    /// The namespace still holds flags, segments or configuration entries and cannot be deleted.
     #[error("namespace {namespace} is not empty")]
     NamespaceNotEmpty {
         /// The namespace.
@@ -170,6 +172,23 @@ pub enum Write {
         /// Condition.
         expect: Expect,
     },
+    /// Create or replace a configuration entry; the store also keeps the stamped entry as
+    /// version `version` of its history ([`ConfigStore::config_versions`]).
+    PutConfig {
+        /// New state.
+        config: ConfigEntry,
+        /// Condition.
+        expect: Expect,
+    },
+    /// Delete a configuration entry and its history (the audit log keeps what it was).
+    DeleteConfig {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Condition.
+        expect: Expect,
+    },
 }
 
 /// What a successful commit produced.
@@ -256,8 +275,8 @@ pub trait FlagStore: Send + Sync + 'static {
     /// All-or-nothing: on any error nothing is written and no revision is consumed (callers must
     /// not rely on revisions being gap-free). Writes apply in order, so a batch may create a
     /// namespace and then flags in it. A failed condition is [`StoreError::VersionMismatch`],
-    /// [`StoreError::AlreadyExists`] or [`StoreError::NotFound`]; flags and segments in an
-    /// unknown namespace are `NotFound` for the namespace. Deleting a missing resource is
+    /// [`StoreError::AlreadyExists`] or [`StoreError::NotFound`]; flags, segments and configs in
+    /// an unknown namespace are `NotFound` for the namespace. Deleting a missing resource is
     /// `NotFound` whatever its condition. An empty batch is a no-op that returns the current
     /// revision and consumes none; a batch with no writes but some audit events appends them
     /// without consuming a revision (nothing changed for the feed to carry).
@@ -382,6 +401,39 @@ pub struct RelayStatus {
     pub pending: usize,
 }
 
+/// Configuration entries: reads. Writes are [`Write::PutConfig`] and [`Write::DeleteConfig`]
+/// through [`FlagStore::commit`], like every resource of a namespace, so a config change gets a
+/// revision, reaches the change feed (kind `config`) and commits with its audit events.
+/// A namespace holding configs cannot be deleted, as with flags and segments.
+#[async_trait]
+pub trait ConfigStore: Send + Sync + 'static {
+    /// One entry, at its current version.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (for the entry, or the namespace), Unavailable / Internal.
+    async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, StoreError>;
+
+    /// All entries of a namespace in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown namespace, Unavailable / Internal.
+    async fn list_configs(&self, namespace: &str) -> Result<Vec<ConfigEntry>, StoreError>;
+
+    /// The stored versions of one entry, oldest first: those after `after_version`, at most
+    /// `limit` (0 means 100; capped at 1000). Each is the entry exactly as it was written at
+    /// that version. A deleted entry has no versions; one created again starts at 1.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when the entry does not exist, Unavailable / Internal.
+    async fn config_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<ConfigEntry>, StoreError>;
+}
+
 /// The audit log (appends happen inside [`FlagStore::commit`]).
 #[async_trait]
 pub trait AuditStore: Send + Sync + 'static {
@@ -500,6 +552,80 @@ pub trait IdentityStore: Send + Sync + 'static {
     async fn identity_revision(&self) -> Result<u64, StoreError>;
 }
 
+/// Where an audit chain stops holding: the first event that does not follow from the one
+/// before it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainBreak {
+    /// The event's `seq` (or the `seq` that was expected, for a gap).
+    pub seq: u64,
+    /// What does not hold.
+    pub reason: String,
+}
+
+/// Checks an audit log one event at a time, in `seq` order from the first event: `seq` goes
+/// up by one from 1, each `prev_hash` is the previous event's `hash` (empty for the first),
+/// and each `hash` is [`chain_hash`] of the event. Pure, so any store's log can be checked,
+/// and a log read in pages can be checked without holding it whole.
+///
+/// A chain that verifies proves only that nobody edited it without recomputing every later
+/// hash; keep the head hash ([`ChainVerifier::head`]) somewhere else to detect that too.
+#[derive(Debug, Clone, Default)]
+pub struct ChainVerifier {
+    checked: u64,
+    head_seq: u64,
+    head_hash: String,
+}
+
+impl ChainVerifier {
+    /// Checks the next event and, when it follows, makes it the head.
+    ///
+    /// # Errors
+    /// [`ChainBreak`] naming the event and the rule it breaks; the head stays where it was.
+    pub fn check(&mut self, event: &AuditEvent) -> Result<(), ChainBreak> {
+        let expected = self.head_seq + 1;
+        let fail = |seq, reason: String| Err(ChainBreak { seq, reason });
+        if event.seq != expected {
+            return fail(
+                expected,
+                format!(
+                    "expected event {expected} after {}, found {}",
+                    self.head_seq, event.seq
+                ),
+            );
+        }
+        if event.prev_hash != self.head_hash {
+            return fail(
+                event.seq,
+                format!(
+                    "prev_hash {:?} is not the hash of event {}",
+                    event.prev_hash, self.head_seq
+                ),
+            );
+        }
+        if chain_hash(&event.prev_hash, event) != event.hash {
+            return fail(
+                event.seq,
+                "hash does not match the event's content".to_owned(),
+            );
+        }
+        self.checked += 1;
+        self.head_seq = event.seq;
+        self.head_hash.clone_from(&event.hash);
+        Ok(())
+    }
+
+    /// Events checked and found to follow.
+    pub fn checked(&self) -> u64 {
+        self.checked
+    }
+
+    /// The last event that followed: its `seq` (0 before any) and its hash.
+    pub fn head(&self) -> (u64, &str) {
+        (self.head_seq, &self.head_hash)
+    }
+}
+
 /// Computes an audit event's chain hash: SHA-256 over the previous hash and the event's
 /// canonical JSON with `seq`, `prev_hash` and `hash` cleared. Backends call this when they
 /// assign `seq`, so the chain can be verified independently of the store.
@@ -515,4 +641,81 @@ pub fn chain_hash(prev_hash: &str, event: &AuditEvent) -> String {
     h.update(b"\n");
     h.update(&body);
     hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use vexil_core::domain::{Actor, AuditEvent, ResourceKind};
+
+    use super::{ChainVerifier, chain_hash};
+
+    /// A chain of `n` flag events, hashed as a store would.
+    fn chain(n: u64) -> Vec<AuditEvent> {
+        let mut prev = String::new();
+        (1..=n)
+            .map(|seq| {
+                let mut e = AuditEvent {
+                    id: format!("ev-{seq}"),
+                    seq,
+                    at: 1_700_000_000_000 + i64::try_from(seq).unwrap_or(0),
+                    actor: Actor::system(),
+                    action: "flag.update".into(),
+                    kind: ResourceKind::Flag,
+                    namespace: "default".into(),
+                    key: "f".into(),
+                    before: None,
+                    after: Some(serde_json::json!({"version": seq})),
+                    request_id: None,
+                    source_ip: None,
+                    prev_hash: prev.clone(),
+                    hash: String::new(),
+                };
+                e.hash = chain_hash(&prev, &e);
+                prev.clone_from(&e.hash);
+                e
+            })
+            .collect()
+    }
+
+    fn first_break(events: &[AuditEvent]) -> Option<(u64, String)> {
+        let mut v = ChainVerifier::default();
+        events
+            .iter()
+            .find_map(|e| v.check(e).err())
+            .map(|b| (b.seq, b.reason))
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_reports_its_head() {
+        let events = chain(5);
+        let mut v = ChainVerifier::default();
+        for e in &events {
+            v.check(e).expect("follows");
+        }
+        assert_eq!(v.checked(), 5);
+        assert_eq!(v.head(), (5, events[4].hash.as_str()));
+    }
+
+    #[test]
+    fn an_edited_event_a_removed_event_and_a_relinked_event_each_break_the_chain() {
+        let mut edited = chain(4);
+        edited[2].action = "flag.delete".into();
+        let (seq, reason) = first_break(&edited).expect("edit detected");
+        assert_eq!(seq, 3);
+        assert!(reason.contains("hash does not match"), "{reason}");
+
+        let mut removed = chain(4);
+        removed.remove(1);
+        let (seq, reason) = first_break(&removed).expect("gap detected");
+        assert_eq!(seq, 2);
+        assert!(reason.contains("found 3"), "{reason}");
+
+        // Rehashing the edited event alone is not enough: the next one no longer links to it.
+        let mut relinked = chain(4);
+        relinked[1].action = "flag.delete".into();
+        relinked[1].hash = chain_hash(&relinked[1].prev_hash, &relinked[1]);
+        let (seq, reason) = first_break(&relinked).expect("relink detected");
+        assert_eq!(seq, 3);
+        assert!(reason.contains("not the hash of event 2"), "{reason}");
+    }
 }

@@ -1,6 +1,6 @@
 //! The write rules every backend applies, in one place and without I/O: the [`Expect`] check,
-//! and what a put or a delete of a versioned resource (namespace, flag, segment, user, custom
-//! role) leaves in the store. A backend reads the stored state a rule needs, asks this module,
+//! and what a put or a delete of a versioned resource (namespace, flag, segment, configuration
+//! entry, user, custom role) leaves in the store. A backend reads the stored state a rule needs, asks this module,
 //! and writes what it answers; the SQL and its binding, the transactions and locks, and etcd's
 //! txn building stay in the backends.
 //!
@@ -10,9 +10,10 @@
 //!   resource it replaces ([`put`]);
 //! - a delete needs the resource whatever its condition: a missing one is
 //!   [`StoreError::NotFound`], not a silent no-op that would still emit a change ([`delete`]);
-//! - flags and segments need their namespace, and a missing one is `NotFound` for the namespace
-//!   ([`require_namespace`]);
-//! - a namespace that still holds flags or segments cannot be deleted ([`require_empty`]);
+//! - flags, segments and configuration entries need their namespace, and a missing one is
+//!   `NotFound` for the namespace ([`require_namespace`]);
+//! - a namespace that still holds flags, segments or configuration entries cannot be deleted
+//!   ([`require_empty`]);
 //! - an empty batch commits nothing and consumes no revision ([`empty_commit`]);
 //! - audit events extend one hash chain after its head ([`chain`]).
 //!
@@ -22,12 +23,14 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 
 use crate::{Committed, Expect, StoreError, chain_hash};
 
 /// A resource written with [`Expect`] conditions and stamped by the store: a namespace, flag,
-/// segment, user or custom role.
+/// segment, configuration entry, user or custom role.
 pub(crate) trait Versioned: Serialize + DeserializeOwned + Send {
     /// Its kind, in errors and change records; [`ResourceKind::as_str`] also names it in
     /// encoding errors.
@@ -68,29 +71,38 @@ impl Versioned for Namespace {
     }
 }
 
-impl Versioned for Flag {
-    const KIND: ResourceKind = ResourceKind::Flag;
+/// Flags and configuration entries: namespaced, and a put keeps who created them and when.
+macro_rules! versioned_with_creator {
+    ($($item:ty => $kind:expr),+ $(,)?) => {
+        $(
+            impl Versioned for $item {
+                const KIND: ResourceKind = $kind;
 
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
+                fn namespace(&self) -> &str {
+                    &self.namespace
+                }
 
-    fn key(&self) -> &str {
-        &self.key
-    }
+                fn key(&self) -> &str {
+                    &self.key
+                }
 
-    fn version(&self) -> u64 {
-        self.version
-    }
+                fn version(&self) -> u64 {
+                    self.version
+                }
 
-    fn stamp(&mut self, version: u64, previous: Option<Self>) {
-        self.version = version;
-        if let Some(old) = previous {
-            self.created_at = old.created_at;
-            self.created_by = old.created_by;
-        }
-    }
+                fn stamp(&mut self, version: u64, previous: Option<Self>) {
+                    self.version = version;
+                    if let Some(old) = previous {
+                        self.created_at = old.created_at;
+                        self.created_by = old.created_by;
+                    }
+                }
+            }
+        )+
+    };
 }
+
+versioned_with_creator!(Flag => ResourceKind::Flag, ConfigEntry => ResourceKind::Config);
 
 impl Versioned for Segment {
     const KIND: ResourceKind = ResourceKind::Segment;
@@ -197,7 +209,7 @@ pub(crate) fn delete(
     stored.ok_or_else(|| not_found(kind, namespace, key))
 }
 
-/// A flag or segment write (or read) needs its namespace.
+/// A flag, segment or configuration entry write (or read) needs its namespace.
 ///
 /// # Errors
 /// [`StoreError::NotFound`] for the namespace when it does not `exist`.
@@ -212,7 +224,8 @@ pub(crate) fn require_namespace(namespace: &str, exists: bool) -> Result<(), Sto
 /// A namespace delete needs the namespace empty.
 ///
 /// # Errors
-/// [`StoreError::NamespaceNotEmpty`] when it is `occupied` by flags or segments.
+/// [`StoreError::NamespaceNotEmpty`] when it is `occupied` by flags, segments or configuration
+/// entries.
 pub(crate) fn require_empty(namespace: &str, occupied: bool) -> Result<(), StoreError> {
     if occupied {
         Err(StoreError::NamespaceNotEmpty {
@@ -223,10 +236,13 @@ pub(crate) fn require_empty(namespace: &str, occupied: bool) -> Result<(), Store
     }
 }
 
-/// Whether a kind lives in a namespace (flags and segments), so that it is keyed by namespace
-/// and key; the others are keyed by their key (name, id) alone.
+/// Whether a kind lives in a namespace (flags, segments and configuration entries), so that it
+/// is keyed by namespace and key; the others are keyed by their key (name, id) alone.
 pub(crate) fn in_namespace(kind: ResourceKind) -> bool {
-    matches!(kind, ResourceKind::Flag | ResourceKind::Segment)
+    matches!(
+        kind,
+        ResourceKind::Flag | ResourceKind::Segment | ResourceKind::Config
+    )
 }
 
 /// [`StoreError::NotFound`] (for a namespace, `namespace` and `key` are both its key).

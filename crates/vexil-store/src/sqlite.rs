@@ -30,16 +30,18 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::{Mutex, watch};
-use vexil_core::domain::{AuditEvent, Change, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, Change, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 use vexil_core::identity::IdentityState;
 
 use self::error::{from_migrate, from_sqlx, internal};
 use crate::codec::{ChangeRow, Codec};
 use crate::plan::{self, Versioned, not_found};
 use crate::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState, StoreError, Write,
-    listing,
+    AuditQuery, AuditStore, ChangeFeed, Committed, ConfigStore, FlagQuery, FlagStore,
+    IdentityCommitted, IdentityStore, IdentityWrite, NamespaceState, Page, RawNamespaceState,
+    StoreError, Write, listing,
 };
 
 /// How long a statement waits for another connection's (or process's) write lock before it
@@ -314,7 +316,7 @@ impl FlagStore for SqliteStore {
     async fn list_segments(&self, namespace: &str) -> Result<Vec<Segment>, StoreError> {
         let mut conn = self.conn().await?;
         require_namespace(&mut conn, namespace).await?;
-        list_segments(&mut conn, namespace).await
+        list_scoped(&mut conn, LIST_SEGMENTS, namespace).await
     }
 
     async fn load_namespace(&self, namespace: &str) -> Result<NamespaceState, StoreError> {
@@ -333,7 +335,7 @@ impl FlagStore for SqliteStore {
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(from_sqlx)?;
-        let segments = list_segments(&mut tx, namespace).await?;
+        let segments = list_scoped(&mut tx, LIST_SEGMENTS, namespace).await?;
         // Read-only: ending it either way releases the snapshot.
         tx.rollback().await.map_err(from_sqlx)?;
         Ok(RawNamespaceState {
@@ -424,6 +426,56 @@ impl AuditStore for SqliteStore {
 }
 
 #[async_trait]
+impl ConfigStore for SqliteStore {
+    async fn get_config(&self, namespace: &str, key: &str) -> Result<ConfigEntry, StoreError> {
+        let sql = "SELECT doc FROM configs WHERE namespace = ?1 AND key = ?2";
+        self.get_scoped(sql, namespace, key).await
+    }
+
+    async fn list_configs(&self, namespace: &str) -> Result<Vec<ConfigEntry>, StoreError> {
+        let mut conn = self.conn().await?;
+        require_namespace(&mut conn, namespace).await?;
+        let sql = "SELECT doc FROM configs WHERE namespace = ?1 ORDER BY key";
+        list_scoped(&mut conn, sql, namespace).await
+    }
+
+    async fn config_versions(
+        &self,
+        namespace: &str,
+        key: &str,
+        after_version: u64,
+        limit: usize,
+    ) -> Result<Vec<ConfigEntry>, StoreError> {
+        // One snapshot: a delete landing between the existence check and the history read
+        // would otherwise turn `NotFound` into an empty history.
+        let mut tx = self.inner.pool.begin().await.map_err(from_sqlx)?;
+        let current: Option<(i64,)> =
+            sqlx::query_as("SELECT version FROM configs WHERE namespace = ?1 AND key = ?2")
+                .bind(namespace)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(from_sqlx)?;
+        if current.is_none() {
+            return Err(missing(&mut tx, ResourceKind::Config, namespace, key).await);
+        }
+        let docs: Vec<(String,)> = sqlx::query_as(
+            "SELECT doc FROM config_versions \
+             WHERE namespace = ?1 AND key = ?2 AND version > ?3 ORDER BY version LIMIT ?4",
+        )
+        .bind(namespace)
+        .bind(key)
+        .bind(i64::try_from(after_version).unwrap_or(i64::MAX))
+        .bind(i64::try_from(listing::page_limit(limit)).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(from_sqlx)?;
+        tx.rollback().await.map_err(from_sqlx)?;
+        docs.iter().map(|(d,)| CODEC.decode(d, "config")).collect()
+    }
+}
+
+#[async_trait]
 impl IdentityStore for SqliteStore {
     async fn commit_identity(
         &self,
@@ -459,8 +511,8 @@ impl IdentityStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// One flag or segment, selected by `sql` (its `doc` by namespace and key); a missing one is
-    /// `NotFound` for it, or for its namespace when that is what is missing.
+    /// One flag, segment or config, selected by `sql` (its `doc` by namespace and key); a
+    /// missing one is `NotFound` for it, or for its namespace when that is what is missing.
     async fn get_scoped<T: Versioned>(
         &self,
         sql: &'static str,
@@ -505,17 +557,23 @@ async fn get_namespace(conn: &mut SqliteConnection, key: &str) -> Result<Namespa
     }
 }
 
-async fn list_segments(
+const LIST_SEGMENTS: &str = "SELECT doc FROM segments WHERE namespace = ?1 ORDER BY key";
+
+/// Every segment or config of a namespace, selected by `sql` (their `doc`s by namespace, in key
+/// order).
+async fn list_scoped<T: Versioned>(
     conn: &mut SqliteConnection,
+    sql: &'static str,
     namespace: &str,
-) -> Result<Vec<Segment>, StoreError> {
-    let docs: Vec<(String,)> =
-        sqlx::query_as("SELECT doc FROM segments WHERE namespace = ?1 ORDER BY key")
-            .bind(namespace)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(from_sqlx)?;
-    docs.iter().map(|(d,)| CODEC.decode(d, "segment")).collect()
+) -> Result<Vec<T>, StoreError> {
+    let docs: Vec<(String,)> = sqlx::query_as(sql)
+        .bind(namespace)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    docs.iter()
+        .map(|(d,)| CODEC.decode(d, T::KIND.as_str()))
+        .collect()
 }
 
 async fn namespace_exists(conn: &mut SqliteConnection, key: &str) -> Result<bool, StoreError> {
@@ -533,8 +591,8 @@ async fn require_namespace(conn: &mut SqliteConnection, key: &str) -> Result<(),
     plan::require_namespace(key, namespace_exists(conn, key).await?)
 }
 
-/// The error for a missing flag or segment: `NotFound` for the namespace when that is what is
-/// missing, else for the resource (or whatever went wrong finding out).
+/// The error for a missing flag, segment or config: `NotFound` for the namespace when that is
+/// what is missing, else for the resource (or whatever went wrong finding out).
 async fn missing(
     conn: &mut SqliteConnection,
     kind: ResourceKind,

@@ -135,33 +135,24 @@ impl Report {
     }
 }
 
-/// The testbed directory: `FLAGD_TESTBED_DIR`, else `../shared/conformance/flagd-testbed` from the
-/// workspace root, else a copy fetched by `scripts/fetch-flagd-testbed.sh` into `target/`.
+/// The testbed directory: `FLAGD_TESTBED_DIR`, else `conformance/flagd-testbed` in the
+/// shared folder (see [`shared_dir`]).
 ///
 /// # Panics
-/// When none exists and the fetch fails: conformance cannot be shown without the testbed.
+/// When it does not exist: conformance cannot be shown without the testbed, and a run that
+/// silently skipped it would claim what it did not check.
 pub fn testbed_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("FLAGD_TESTBED_DIR") {
         return PathBuf::from(dir);
     }
-    let root = workspace_root();
     let shared = shared_dir().join("conformance/flagd-testbed");
-    if shared.is_dir() {
-        return shared;
-    }
-    let fetched = root.join("target/flagd-testbed");
-    if !fetched.is_dir() {
-        let status = std::process::Command::new("bash")
-            .arg(root.join("scripts/fetch-flagd-testbed.sh"))
-            .arg(&fetched)
-            .status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "the flagd-testbed is neither at FLAGD_TESTBED_DIR nor at {} and could not be fetched",
-            shared.display()
-        );
-    }
-    fetched
+    assert!(
+        shared.is_dir(),
+        "the flagd-testbed is neither at FLAGD_TESTBED_DIR nor at {}; set VEXIL_SHARED_DIR to the \
+         project's shared folder",
+        shared.display()
+    );
+    shared
 }
 
 /// The workspace root (two levels above this crate).

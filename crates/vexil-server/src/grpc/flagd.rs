@@ -200,11 +200,16 @@ fn event_stream<T: Send + 'static>(
                             }
                             Ok(ChangeBatch::Changes { changes, last }) => {
                                 for c in changes {
-                                    if c.kind == vexil_core::domain::ResourceKind::Flag {
-                                        keys.insert(c.key, json!({"type": if c.after.is_some() { "update" } else { "delete" }}));
-                                    } else {
-                                        // A segment or namespace change can alter any flag.
-                                        keys.insert("*".into(), json!({"type": "update"}));
+                                    match c.kind {
+                                        vexil_core::domain::ResourceKind::Flag => {
+                                            keys.insert(c.key, json!({"type": if c.after.is_some() { "update" } else { "delete" }}));
+                                        }
+                                        // Configuration entries are not flags: nothing to announce.
+                                        vexil_core::domain::ResourceKind::Config => {}
+                                        _ => {
+                                            // A segment or namespace change can alter any flag.
+                                            keys.insert("*".into(), json!({"type": "update"}));
+                                        }
                                     }
                                 }
                                 if last == seen {
@@ -557,7 +562,12 @@ impl sync::flag_sync_service_server::FlagSyncService for Sync {
                         // Only namespaces that changed get a new document; the document sent is
                         // always the latest, so a slow consumer skips intermediate states.
                         let touched = match app.flags.changes_since(&pass, &ns, sent, 10_000).await {
-                            Ok(ChangeBatch::Changes { changes, last }) if changes.is_empty() => {
+                            // Configuration entries are not part of a flag document.
+                            Ok(ChangeBatch::Changes { changes, last })
+                                if changes
+                                    .iter()
+                                    .all(|c| c.kind == vexil_core::domain::ResourceKind::Config) =>
+                            {
                                 sent = last;
                                 false
                             }

@@ -63,6 +63,9 @@ pub async fn serve(
         .set_serving::<pb::watch_service_server::WatchServiceServer<vexil::VexilApi>>()
         .await;
     health_reporter
+        .set_serving::<pb::config_service_server::ConfigServiceServer<vexil::VexilApi>>()
+        .await;
+    health_reporter
         .set_serving::<pb::auth_service_server::AuthServiceServer<identity::IdentityApi>>()
         .await;
     health_reporter
@@ -115,6 +118,8 @@ pub async fn serve(
         .max_decoding_message_size(MAX_MESSAGE);
     let audit = pb::audit_service_server::AuditServiceServer::new(api.clone())
         .max_decoding_message_size(MAX_MESSAGE);
+    let configs = pb::config_service_server::ConfigServiceServer::new(api.clone())
+        .max_decoding_message_size(MAX_MESSAGE);
     let watch = pb::watch_service_server::WatchServiceServer::new(api)
         .max_decoding_message_size(MAX_MESSAGE);
 
@@ -134,6 +139,7 @@ pub async fn serve(
         .add_service(evaluation)
         .add_service(audit)
         .add_service(watch)
+        .add_service(configs)
         .add_service(auth)
         .add_service(users)
         .add_service(roles)

@@ -10,13 +10,16 @@
 //! A request's namespace is its `namespace` field, else the `x-vexil-namespace` metadata, else
 //! `default`. The watch stream lives in [`watch`].
 
+pub mod configs;
 pub mod watch;
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use vexil_core::domain::{Flag, Namespace, Segment};
+use vexil_core::domain::{Flag, Namespace, ResourceKind, Segment};
 use vexil_core::{FlagState, Resolution};
 use vexil_proto::vexil::v1 as pb;
 use vexil_service::{
@@ -426,6 +429,32 @@ impl pb::flag_service_server::FlagService for VexilApi {
         Ok(Response::new(flag_message(&f)))
     }
 
+    async fn get_flag_history(
+        &self,
+        req: Request<pb::GetFlagHistoryRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = req.get_ref();
+        let ns = namespace(&req, &r.namespace);
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::FlagRead, &ns).map_err(status)?;
+        let key = required(&r.key, "key")?;
+        let events = self
+            .0
+            .audit
+            .flag_history(
+                &pass,
+                &ns,
+                key,
+                (r.after_seq > 0).then_some(r.after_seq),
+                usize::try_from(r.limit).unwrap_or(usize::MAX),
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            events: events.iter().map(audit_message).collect(),
+        }))
+    }
+
     async fn create_flag(
         &self,
         req: Request<pb::CreateFlagRequest>,
@@ -802,6 +831,23 @@ fn audit_message(e: &vexil_core::domain::AuditEvent) -> pb::AuditEvent {
     }
 }
 
+/// A `kind` filter: empty matches every kind.
+fn kind_filter(kind: &str) -> Result<Option<ResourceKind>, Status> {
+    if kind.is_empty() {
+        return Ok(None);
+    }
+    ResourceKind::parse(kind).map(Some).ok_or_else(|| {
+        let kinds: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
+        invalid(
+            "kind",
+            format!("must be one of {}, not {kind:?}", kinds.join(", ")),
+        )
+    })
+}
+
+/// The stream `ExportAudit` answers with.
+type AuditStream = Pin<Box<dyn Stream<Item = Result<pb::AuditEvent, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for VexilApi {
     async fn list_audit(
@@ -809,36 +855,81 @@ impl pb::audit_service_server::AuditService for VexilApi {
         req: Request<pb::ListAuditRequest>,
     ) -> Result<Response<pb::ListAuditResponse>, Status> {
         let r = req.get_ref();
-        let kind = match r.kind.as_str() {
-            "" => None,
-            "flag" => Some(vexil_core::domain::ResourceKind::Flag),
-            "segment" => Some(vexil_core::domain::ResourceKind::Segment),
-            "namespace" => Some(vexil_core::domain::ResourceKind::Namespace),
-            other => {
-                return Err(invalid(
-                    "kind",
-                    format!("must be flag, segment or namespace, not {other:?}"),
-                ));
-            }
-        };
+        let scope = non_empty(&r.namespace).unwrap_or_else(|| "*".into());
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
         let query = vexil_store::AuditQuery {
             namespace: non_empty(&r.namespace),
-            kind,
+            kind: kind_filter(&r.kind)?,
             key: non_empty(&r.key),
             after_seq: (r.after_seq > 0).then_some(r.after_seq),
             limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
         };
-        let scope = query.namespace.clone().unwrap_or_else(|| "*".into());
-        let p = caller(&self.0, &req)?;
-        let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
-        let events = self
-            .0
-            .flags
-            .list_audit(&pass, &query)
-            .await
-            .map_err(status)?;
+        let events = self.0.audit.list(&pass, &query).await.map_err(status)?;
         Ok(Response::new(pb::ListAuditResponse {
             events: events.iter().map(audit_message).collect(),
+        }))
+    }
+
+    type ExportAuditStream = AuditStream;
+
+    async fn export_audit(
+        &self,
+        req: Request<pb::ExportAuditRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        let r = req.get_ref();
+        let scope = non_empty(&r.namespace).unwrap_or_else(|| "*".into());
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
+        let query = vexil_store::AuditQuery {
+            namespace: non_empty(&r.namespace),
+            kind: kind_filter(&r.kind)?,
+            key: non_empty(&r.key),
+            after_seq: (r.after_seq > 0).then_some(r.after_seq),
+            limit: 0,
+        };
+        let mut export = self.0.audit.export(&pass, query).map_err(status)?;
+        // The first page is read before the call answers, so an unreachable store fails the
+        // call rather than the stream.
+        let first = export
+            .next_page()
+            .await
+            .map_err(status)?
+            .unwrap_or_default();
+        let events = futures_util::stream::unfold(
+            (std::collections::VecDeque::from(first), Some(export)),
+            |(mut queue, mut export)| async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        return Some((Ok(audit_message(&e)), (queue, export)));
+                    }
+                    match export.as_mut()?.next_page().await {
+                        Ok(Some(page)) => queue.extend(page),
+                        Ok(None) => return None,
+                        Err(e) => return Some((Err(status(e)), (queue, None))),
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::VerifyAuditResponse>, Status> {
+        let p = caller(&self.0, &req)?;
+        let pass = p.authorize(Permission::AuditRead, "*").map_err(status)?;
+        let report = self.0.audit.verify(&pass).await.map_err(status)?;
+        Ok(Response::new(pb::VerifyAuditResponse {
+            valid: report.valid,
+            events: report.events,
+            head_seq: report.head_seq,
+            head_hash: report.head_hash,
+            first_break: report.first_break.map(|b| pb::ChainBreak {
+                seq: b.seq,
+                reason: b.reason,
+            }),
         }))
     }
 }

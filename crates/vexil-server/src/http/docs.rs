@@ -34,9 +34,10 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     tags(
         (name = "auth", description = "Sessions (`POST /api/v1/auth/login`) and API tokens. Send either as `Authorization: Bearer <token>`; OFREP clients may send an API token as `X-API-Key`."),
         (name = "rbac", description = "Users, roles (sets of permissions) and role bindings (subject → role, in one namespace or `*`)."),
-        (name = "namespaces", description = "Isolated sets of flags and segments."),
+        (name = "namespaces", description = "Isolated sets of flags, segments and configuration entries."),
         (name = "flags", description = "Feature flags, in flagd's terms, with the kill switch."),
         (name = "segments", description = "Reusable rules, referenced from targeting as `{\"$ref\": key}`."),
+        (name = "configs", description = "Dynamic configuration: JSON values held to optional JSON Schemas, with every version kept and rollback."),
         (name = "import-export", description = "flagd files in and out."),
         (name = "evaluation", description = "Native evaluation, with explanations."),
         (name = "audit", description = "The hash-chained log of every change."),

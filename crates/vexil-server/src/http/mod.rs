@@ -2,6 +2,8 @@
 //! and Swagger UI on one axum router.
 
 pub mod admin;
+pub mod audit;
+pub mod configs;
 pub mod docs;
 pub mod extract;
 pub mod identity;
@@ -66,6 +68,7 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
             admin::patch_flag,
             admin::delete_flag
         ))
+        .routes(routes!(audit::flag_history))
         .routes(routes!(admin::enable_flag))
         .routes(routes!(admin::disable_flag))
         .routes(routes!(admin::list_segments, admin::create_segment))
@@ -74,10 +77,20 @@ pub fn api() -> OpenApiRouter<Arc<AppState>> {
             admin::put_segment,
             admin::delete_segment
         ))
+        .routes(routes!(configs::list_configs))
+        .routes(routes!(
+            configs::get_config,
+            configs::put_config,
+            configs::delete_config
+        ))
+        .routes(routes!(configs::config_versions))
+        .routes(routes!(configs::rollback_config))
         .routes(routes!(admin::export))
         .routes(routes!(admin::import))
         .routes(routes!(admin::evaluate))
-        .routes(routes!(admin::list_audit))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::export_audit))
+        .routes(routes!(audit::verify_audit))
         .routes(routes!(watch::watch))
         // OFREP.
         .routes(routes!(ofrep::evaluate_flag))

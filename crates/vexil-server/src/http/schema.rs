@@ -199,6 +199,8 @@ pub enum ResourceKind {
     Binding,
     /// An API token.
     Token,
+    /// A configuration entry.
+    Config,
 }
 
 /// How an import treats flags the file does not mention.
@@ -463,6 +465,81 @@ pub struct SegmentInput {
 pub struct SegmentList {
     /// In key order.
     items: Vec<Segment>,
+}
+
+// ------------------------------------------------------------------ configs
+
+/// A dynamic configuration entry: any JSON value under a key, optionally held to a JSON Schema.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ConfigEntry {
+    /// Owning namespace.
+    namespace: String,
+    /// Unique within the namespace.
+    #[schema(
+        pattern = "^[A-Za-z0-9_][A-Za-z0-9._:-]{0,127}$",
+        example = "checkout.limits"
+    )]
+    key: String,
+    /// The value: any JSON, null included.
+    #[schema(value_type = Value)]
+    value: serde_json::Value,
+    /// The JSON Schema every value must satisfy (draft 2020-12 unless it names another);
+    /// absent when the entry has none.
+    #[schema(required = false, value_type = Object)]
+    schema: Option<serde_json::Value>,
+    /// Free text.
+    description: String,
+    /// Starts at 1, +1 per write (a rollback too); the ETag is this number in quotes.
+    #[schema(minimum = 1)]
+    version: u64,
+    /// Creation time, milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Who created it.
+    created_by: String,
+    /// When this version was written, milliseconds since the Unix epoch.
+    updated_at: i64,
+    /// Who wrote this version.
+    updated_by: String,
+}
+
+/// A configuration entry to create or replace (PUT).
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"value": {"maxItems": 50, "currency": "EUR"}, "schema": {"type": "object", "properties": {"maxItems": {"type": "integer", "minimum": 1}}, "required": ["maxItems"]}, "description": "cart limits"}))]
+pub struct ConfigInput {
+    /// May be omitted; must match the URL when given.
+    #[schema(required = false)]
+    key: String,
+    /// The new value (required; null is a value). It must satisfy the schema the entry has
+    /// after this write.
+    #[schema(value_type = Value)]
+    value: serde_json::Value,
+    /// Absent: keep the current schema. Null: remove it. A schema must compile; a remote
+    /// `$ref` is never fetched.
+    #[schema(required = false, value_type = Object)]
+    schema: Option<serde_json::Value>,
+    /// Absent: keep the current description.
+    #[schema(required = false)]
+    description: String,
+    /// The expected current version, when `If-Match` is not sent (`0`: only if absent).
+    #[schema(required = false)]
+    version: u64,
+}
+
+/// Configuration entries, in key order, or one entry's versions, oldest first.
+#[derive(Debug, ToSchema)]
+pub struct ConfigList {
+    /// The entries.
+    items: Vec<ConfigEntry>,
+}
+
+/// `POST …/configs/{key}/rollback`.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"version": 3}))]
+pub struct RollbackRequest {
+    /// The version whose value, schema and description become the next version.
+    #[schema(minimum = 1)]
+    version: u64,
 }
 
 // ------------------------------------------------------------------ import / export
@@ -794,6 +871,33 @@ pub struct AuditEvent {
 pub struct AuditPage {
     /// The events; pass the last `seq` as `afterSeq` for the next page.
     items: Vec<AuditEvent>,
+}
+
+/// What `GET /api/v1/audit/verify` found.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ChainReport {
+    /// True when every event follows from the one before it.
+    valid: bool,
+    /// Events checked and found to follow (all of them when `valid`).
+    events: u64,
+    /// The `seq` of the last event that follows (0 for an empty log).
+    head_seq: u64,
+    /// Its hash: record it elsewhere to detect a log rewritten from some point on.
+    head_hash: String,
+    /// The first event that does not follow; absent when the chain is valid.
+    #[schema(required = false)]
+    first_break: Option<ChainBreak>,
+}
+
+/// Where the audit chain stops holding.
+#[derive(Debug, ToSchema)]
+pub struct ChainBreak {
+    /// The event's `seq` (the expected `seq`, for a missing event).
+    seq: u64,
+    /// What does not hold: a missing event, a `prevHash` that is not the previous hash, or a
+    /// hash that does not match the content.
+    reason: String,
 }
 
 // ------------------------------------------------------------------ OFREP
@@ -1509,11 +1613,18 @@ mod tests {
             K::Role,
             K::Binding,
             K::Token,
+            K::Config,
         ];
         for k in kinds {
             match k {
-                K::Namespace | K::Flag | K::Segment | K::User | K::Role | K::Binding | K::Token => {
-                }
+                K::Namespace
+                | K::Flag
+                | K::Segment
+                | K::User
+                | K::Role
+                | K::Binding
+                | K::Token
+                | K::Config => {}
             }
         }
         assert_enum::<ResourceKind, _>(&kinds);
@@ -1551,6 +1662,15 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_mirrors::<Segment>("Segment", &to_json(&seg), &to_json(&seg));
+        let config: vexil_core::domain::ConfigEntry = serde_json::from_value(
+            json!({"namespace": "default", "key": "c", "value": 1, "schema": {"type": "integer"}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let bare = vexil_core::domain::ConfigEntry {
+            schema: None,
+            ..config.clone()
+        };
+        assert_mirrors::<ConfigEntry>("ConfigEntry", &to_json(&config), &to_json(&bare));
         let ev = vexil_core::domain::AuditEvent {
             id: "1".into(),
             seq: 1,

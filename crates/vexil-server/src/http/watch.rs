@@ -2,9 +2,11 @@
 //!
 //! Frames are JSON text. Without `fromRevision` (or with 0, or with a revision the server has
 //! not reached) the stream opens with one `snapshot` frame holding every flag and segment at a
-//! revision; after that, and when resuming from a revision the log still holds, it sends one
-//! `change` frame per changed resource, in revision order. The server pings every
-//! [`PING_EVERY`]; client pings are answered. A consumer that cannot take a frame within
+//! revision (and every configuration entry, for a watcher with `config:read`); after that, and
+//! when resuming from a revision the log still holds, it sends one `change` frame per changed
+//! resource (kind `flag`, `segment`, `namespace`, or `config` for a watcher with
+//! `config:read`), in revision order. The server pings every [`PING_EVERY`]; client pings are
+//! answered. A consumer that cannot take a frame within
 //! `VEXIL_WATCH_SEND_TIMEOUT_MS` (10 s by default) is closed with code 4008 ("consumer too
 //! slow") instead of being buffered for: the stream holds at most one batch of changes in
 //! memory. When the store's change log no longer reaches the watcher's revision (etcd keeps
@@ -20,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vexil_core::domain::Revision;
+use vexil_core::domain::{ResourceKind, Revision};
 use vexil_service::{ChangeBatch, Permission, Principal};
 
 use super::admin::Params;
@@ -106,17 +108,35 @@ async fn send_snapshot(
         .await
         .map_err(Snapshot::NotRead)?;
     let revision = state.revision;
-    let frame = json!({
+    let mut frame = json!({
         "type": "snapshot",
         "namespace": ns,
         "revision": revision,
         "flags": state.flags,
         "segments": state.segments,
     });
+    // Configuration entries go to watchers who may read them. They are read after the flags,
+    // so an entry may be newer than `revision`; its change frame then repeats it, which a
+    // watcher applies as the same version again.
+    if let Ok(config_pass) = pass.principal().authorize(Permission::ConfigRead, ns) {
+        let configs = app
+            .configs
+            .list(&config_pass, ns)
+            .await
+            .map_err(Snapshot::NotRead)?;
+        frame["configs"] = json!(configs);
+    }
     send(socket, text(&frame), app.watch_send_timeout)
         .await
         .map_err(|()| Snapshot::NotSent)?;
     Ok(revision)
+}
+
+/// Whether the watcher may see this change: configuration entries need `config:read` too
+/// (checked per change, so a grant or revocation takes effect on the next frame).
+fn sees(principal: &Principal, change: &vexil_core::domain::Change) -> bool {
+    change.kind != ResourceKind::Config
+        || principal.allows(Permission::ConfigRead, &change.namespace)
 }
 
 fn text(v: &Value) -> Message {
@@ -198,7 +218,7 @@ async fn stream(
                     break;
                 }
             };
-            for c in &changes {
+            for c in changes.iter().filter(|c| sees(&principal, c)) {
                 let frame = json!({
                     "type": "change",
                     "namespace": c.namespace,

@@ -378,6 +378,16 @@ async fn with_postgres_down_flag_writes_succeed_and_their_audit_arrives_once_it_
     assert_eq!(unique.len(), events.len(), "an event id appears twice");
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The relayed events joined the one hash chain: it verifies end to end on either replica.
+    for replica in &r {
+        let (status, report) = replica.get("/api/v1/audit/verify").await;
+        assert_eq!(status, 200, "{report}");
+        assert_eq!(report["valid"], true, "{report}");
+        assert!(
+            report["events"].as_u64() >= Some(events.len() as u64),
+            "{report}"
+        );
+    }
     drop(r);
     drop(pg);
 }

@@ -3,8 +3,10 @@
 
 mod fixtures;
 
+mod audit;
 mod auth;
 mod bad_input;
+mod configs;
 mod conformance;
 mod crud;
 mod distributed;

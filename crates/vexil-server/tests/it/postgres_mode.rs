@@ -130,6 +130,20 @@ async fn a_flag_round_trips_through_crud_and_ofrep_in_the_postgres_mode() {
         .map(|a| a.iter().filter_map(|e| e["action"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(actions, ["flag.create", "flag.update", "flag.delete"]);
+    let (_, history) = s
+        .get("/api/v1/namespaces/default/flags/checkout/history")
+        .await;
+    assert_eq!(
+        history["items"], audit["items"],
+        "a flag's history is its audit events"
+    );
+    let (status, report) = s.get("/api/v1/audit/verify").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["valid"], true,
+        "the chain PostgreSQL keeps verifies: {report}"
+    );
+    assert!(report["events"].as_u64() >= Some(3), "{report}");
     assert!(
         !s.dir.path().join("vexil.db").exists(),
         "the postgres mode writes no SQLite file"

@@ -15,7 +15,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::error::ErrorKind;
-use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 
 use super::error::{TxError, from_json, internal};
 use super::{CODEC, NOTIFY_CHANNEL, require_namespace};
@@ -118,6 +120,23 @@ async fn apply_one(conn: &mut PgConnection, write: Write) -> Result<Applied, TxE
                 expect,
                 "SELECT version FROM flags WHERE namespace = $1 AND key = $2",
                 "DELETE FROM flags WHERE namespace = $1 AND key = $2",
+            )
+            .await
+        }
+        Write::PutConfig { config, expect } => put_config(conn, config, expect).await,
+        Write::DeleteConfig {
+            namespace,
+            key,
+            expect,
+        } => {
+            delete_scoped(
+                conn,
+                ResourceKind::Config,
+                namespace,
+                key,
+                expect,
+                "SELECT version FROM configs WHERE namespace = $1 AND key = $2",
+                "DELETE FROM configs WHERE namespace = $1 AND key = $2",
             )
             .await
         }
@@ -237,7 +256,8 @@ async fn delete_namespace(
     let stored = plan_delete(conn, sql, expect, kind, &key, &key).await?;
     let (occupied,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flags WHERE namespace = $1) \
-             OR EXISTS (SELECT 1 FROM segments WHERE namespace = $1)",
+             OR EXISTS (SELECT 1 FROM segments WHERE namespace = $1) \
+             OR EXISTS (SELECT 1 FROM configs WHERE namespace = $1)",
     )
     .bind(&key)
     .fetch_one(&mut *conn)
@@ -323,44 +343,104 @@ async fn put_segment(
     segment: Segment,
     expect: Expect,
 ) -> Result<Applied, TxError> {
-    require_namespace(conn, &segment.namespace).await?;
-    let sql = "SELECT version, doc FROM segments WHERE namespace = $1 AND key = $2";
-    let Put {
-        item: segment,
-        replaces,
-    } = plan_put(conn, sql, segment, expect).await?;
-    let (value, doc) = CODEC.to_json(&segment, "segment")?;
-    match replaces {
-        Some(old_version) => {
-            let result = sqlx::query(
-                "UPDATE segments SET version = $3, doc = $4 \
+    let sql = ScopedSql {
+        select: "SELECT version, doc FROM segments WHERE namespace = $1 AND key = $2",
+        update: "UPDATE segments SET version = $3, doc = $4 \
                  WHERE namespace = $1 AND key = $2 AND version = $5",
-            )
-            .bind(&segment.namespace)
-            .bind(&segment.key)
-            .bind(CODEC.to_i64(segment.version)?)
-            .bind(doc)
-            .bind(CODEC.to_i64(old_version)?)
-            .execute(&mut *conn)
-            .await;
-            expect_one_row(result, "a segment")?;
-        }
-        None => {
-            sqlx::query(
-                "INSERT INTO segments (namespace, key, version, doc) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&segment.namespace)
-            .bind(&segment.key)
-            .bind(CODEC.to_i64(segment.version)?)
-            .bind(doc)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    Ok(Applied::put(&segment, value))
+        insert: "INSERT INTO segments (namespace, key, version, doc) VALUES ($1, $2, $3, $4)",
+    };
+    Ok(put_scoped(conn, segment, expect, sql).await?.applied)
 }
 
-/// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
+/// Puts a configuration entry and keeps the stamped entry as that version of its history.
+async fn put_config(
+    conn: &mut PgConnection,
+    config: ConfigEntry,
+    expect: Expect,
+) -> Result<Applied, TxError> {
+    let sql = ScopedSql {
+        select: "SELECT version, doc FROM configs WHERE namespace = $1 AND key = $2",
+        update: "UPDATE configs SET version = $3, doc = $4 \
+                 WHERE namespace = $1 AND key = $2 AND version = $5",
+        insert: "INSERT INTO configs (namespace, key, version, doc) VALUES ($1, $2, $3, $4)",
+    };
+    let Stored {
+        applied,
+        version,
+        doc,
+    } = put_scoped(conn, config, expect, sql).await?;
+    sqlx::query(
+        "INSERT INTO config_versions (namespace, key, version, doc) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&applied.namespace)
+    .bind(&applied.key)
+    .bind(version)
+    .bind(doc)
+    .execute(&mut *conn)
+    .await?;
+    Ok(applied)
+}
+
+/// The statements of [`put_scoped`] for one table of (namespace, key, version, doc) rows.
+struct ScopedSql {
+    /// Reads `(version, doc)` by namespace and key (`$1`, `$2`).
+    select: &'static str,
+    /// Replaces the row: binds namespace, key, version, doc and the version replaced (`$5`).
+    update: &'static str,
+    /// Creates the row: binds namespace, key, version and doc.
+    insert: &'static str,
+}
+
+/// What [`put_scoped`] wrote: the change, and the row's version and document.
+struct Stored {
+    applied: Applied,
+    version: i64,
+    doc: String,
+}
+
+/// Puts a segment or config, whose rows are just (namespace, key, version, doc): plans the put
+/// over the stored row (see [`plan_put`]), then updates it where it is still at the version
+/// planned over, or inserts it.
+async fn put_scoped<T: Versioned>(
+    conn: &mut PgConnection,
+    item: T,
+    expect: Expect,
+    sql: ScopedSql,
+) -> Result<Stored, TxError> {
+    require_namespace(conn, item.namespace()).await?;
+    let Put { item, replaces } = plan_put(conn, sql.select, item, expect).await?;
+    let (value, doc) = CODEC.to_json(&item, T::KIND.as_str())?;
+    let version = CODEC.to_i64(item.version())?;
+    let query = sqlx::query(if replaces.is_some() {
+        sql.update
+    } else {
+        sql.insert
+    })
+    .bind(item.namespace())
+    .bind(item.key())
+    .bind(version)
+    .bind(&doc);
+    match replaces {
+        Some(old_version) => {
+            let result = query
+                .bind(CODEC.to_i64(old_version)?)
+                .execute(&mut *conn)
+                .await;
+            expect_one_row(result, T::KIND.as_str())?;
+        }
+        None => {
+            query.execute(&mut *conn).await?;
+        }
+    }
+    Ok(Stored {
+        applied: Applied::put(&item, value),
+        version,
+        doc,
+    })
+}
+
+/// Deletes a flag, segment or configuration entry (see [`plan::delete`]); a missing namespace
+/// is reported as such.
 async fn delete_scoped(
     conn: &mut PgConnection,
     kind: ResourceKind,
@@ -372,7 +452,8 @@ async fn delete_scoped(
 ) -> Result<Applied, TxError> {
     require_namespace(conn, &namespace).await?;
     plan_delete(conn, select, expect, kind, &namespace, &key).await?;
-    // Flag tags go with the flag through `ON DELETE CASCADE`.
+    // Flag tags go with the flag, and a config's history with the config, through
+    // `ON DELETE CASCADE`.
     let result = sqlx::query(delete)
         .bind(&namespace)
         .bind(&key)

@@ -13,7 +13,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 use sqlx::SqliteConnection;
 use sqlx::error::ErrorKind;
-use vexil_core::domain::{AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    AuditEvent, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 
 use super::error::{from_json, from_sqlx, internal};
 use super::{CODEC, current_revision, require_namespace};
@@ -89,6 +91,23 @@ async fn apply_one(conn: &mut SqliteConnection, write: Write) -> Result<Applied,
                 expect,
                 "SELECT version FROM flags WHERE namespace = ?1 AND key = ?2",
                 "DELETE FROM flags WHERE namespace = ?1 AND key = ?2",
+            )
+            .await
+        }
+        Write::PutConfig { config, expect } => put_config(conn, config, expect).await,
+        Write::DeleteConfig {
+            namespace,
+            key,
+            expect,
+        } => {
+            delete_scoped(
+                conn,
+                ResourceKind::Config,
+                namespace,
+                key,
+                expect,
+                "SELECT version FROM configs WHERE namespace = ?1 AND key = ?2",
+                "DELETE FROM configs WHERE namespace = ?1 AND key = ?2",
             )
             .await
         }
@@ -184,7 +203,8 @@ async fn delete_namespace(
     plan_delete(conn, sql, expect, kind, &key, &key).await?;
     let (occupied,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM flags WHERE namespace = ?1) \
-             OR EXISTS (SELECT 1 FROM segments WHERE namespace = ?1)",
+             OR EXISTS (SELECT 1 FROM segments WHERE namespace = ?1) \
+             OR EXISTS (SELECT 1 FROM configs WHERE namespace = ?1)",
     )
     .bind(&key)
     .fetch_one(&mut *conn)
@@ -245,25 +265,79 @@ async fn put_segment(
     segment: Segment,
     expect: Expect,
 ) -> Result<Applied, StoreError> {
-    require_namespace(conn, &segment.namespace).await?;
-    let sql = "SELECT version, doc FROM segments WHERE namespace = ?1 AND key = ?2";
-    let segment = plan_put(conn, sql, segment, expect).await?;
-    let (value, doc) = CODEC.to_json(&segment, "segment")?;
+    let select = "SELECT version, doc FROM segments WHERE namespace = ?1 AND key = ?2";
+    let upsert = "INSERT INTO segments (namespace, key, version, doc) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (namespace, key) DO UPDATE SET version = excluded.version, doc = excluded.doc";
+    Ok(put_scoped(conn, segment, expect, select, upsert)
+        .await?
+        .applied)
+}
+
+/// Puts a configuration entry and keeps the stamped entry as that version of its history.
+async fn put_config(
+    conn: &mut SqliteConnection,
+    config: ConfigEntry,
+    expect: Expect,
+) -> Result<Applied, StoreError> {
+    let select = "SELECT version, doc FROM configs WHERE namespace = ?1 AND key = ?2";
+    let upsert = "INSERT INTO configs (namespace, key, version, doc) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (namespace, key) DO UPDATE SET version = excluded.version, doc = excluded.doc";
+    let Stored {
+        applied,
+        version,
+        doc,
+    } = put_scoped(conn, config, expect, select, upsert).await?;
     sqlx::query(
-        "INSERT INTO segments (namespace, key, version, doc) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (namespace, key) DO UPDATE SET version = excluded.version, doc = excluded.doc",
+        "INSERT INTO config_versions (namespace, key, version, doc) VALUES (?1, ?2, ?3, ?4)",
     )
-    .bind(&segment.namespace)
-    .bind(&segment.key)
-    .bind(CODEC.to_i64(segment.version)?)
+    .bind(&applied.namespace)
+    .bind(&applied.key)
+    .bind(version)
     .bind(doc)
     .execute(&mut *conn)
     .await
     .map_err(from_sqlx)?;
-    Ok(Applied::put(&segment, value))
+    Ok(applied)
 }
 
-/// Deletes a flag or segment (see [`plan::delete`]); a missing namespace is reported as such.
+/// What [`put_scoped`] wrote: the change, and the row's version and document.
+struct Stored {
+    applied: Applied,
+    version: i64,
+    doc: String,
+}
+
+/// Puts a segment or config, whose rows are just (namespace, key, version, doc): plans the put
+/// over the row `select` reads (see [`plan_put`]) and writes it with `upsert`, which binds
+/// those four columns as `?1`..`?4`.
+async fn put_scoped<T: Versioned>(
+    conn: &mut SqliteConnection,
+    item: T,
+    expect: Expect,
+    select: &'static str,
+    upsert: &'static str,
+) -> Result<Stored, StoreError> {
+    require_namespace(conn, item.namespace()).await?;
+    let item = plan_put(conn, select, item, expect).await?;
+    let (value, doc) = CODEC.to_json(&item, T::KIND.as_str())?;
+    let version = CODEC.to_i64(item.version())?;
+    sqlx::query(upsert)
+        .bind(item.namespace())
+        .bind(item.key())
+        .bind(version)
+        .bind(&doc)
+        .execute(&mut *conn)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(Stored {
+        applied: Applied::put(&item, value),
+        version,
+        doc,
+    })
+}
+
+/// Deletes a flag, segment or configuration entry (see [`plan::delete`]); a missing namespace
+/// is reported as such.
 async fn delete_scoped(
     conn: &mut SqliteConnection,
     kind: ResourceKind,
@@ -275,7 +349,8 @@ async fn delete_scoped(
 ) -> Result<Applied, StoreError> {
     require_namespace(conn, &namespace).await?;
     plan_delete(conn, select, expect, kind, &namespace, &key).await?;
-    // Flag tags go with the flag through `ON DELETE CASCADE`.
+    // Flag tags go with the flag, and a config's history with the config, through
+    // `ON DELETE CASCADE`.
     sqlx::query(delete)
         .bind(&namespace)
         .bind(&key)

@@ -1,5 +1,6 @@
 //! The backend-agnostic conformance suite: every check here is what `vexil-store`'s traits
-//! promise, written once against [`FlagStore`] + [`ChangeFeed`] + [`AuditStore`] so that every
+//! promise, written once against [`FlagStore`] + [`ChangeFeed`] + [`AuditStore`] +
+//! [`ConfigStore`] so that every
 //! backend (SQLite now, PostgreSQL and etcd later) runs the same checks.
 //!
 //! Harness contract: each check gets a **fresh, empty** store (no namespaces, revision 0, no
@@ -14,7 +15,9 @@
 //! - a batch with no writes but some audit events appends them without a new revision;
 //! - `changes_since` with limit 0 returns nothing, and returns a commit larger than the limit
 //!   whole and alone rather than splitting it or stalling;
-//! - an empty `text` filter matches everything; text never matches across two fields.
+//! - an empty `text` filter matches everything; text never matches across two fields;
+//! - a deleted config leaves no history behind: created again, it starts at version 1 with a
+//!   history of one.
 //!
 //! The identity checks (the last sections) need [`IdentityStore`] too, which only the SQL
 //! backends implement, so backends list them apart from the rest. Decisions pinned there:
@@ -30,12 +33,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use vexil_core::domain::{Actor, AuditEvent, Change, Flag, Namespace, ResourceKind, Segment};
+use vexil_core::domain::{
+    Actor, AuditEvent, Change, ConfigEntry, Flag, Namespace, ResourceKind, Segment,
+};
 use vexil_core::identity::{ApiToken, Binding, IdentityState, Permission, Role, Subject, User};
 use vexil_core::{FlagDefinition, FlagState};
 use vexil_store::{
-    AuditQuery, AuditStore, ChangeFeed, Committed, Expect, FlagQuery, FlagStore, IdentityCommitted,
-    IdentityStore, IdentityWrite, StoreError, Write, chain_hash,
+    AuditQuery, AuditStore, ChangeFeed, Committed, ConfigStore, Expect, FlagQuery, FlagStore,
+    IdentityCommitted, IdentityStore, IdentityWrite, StoreError, Write, chain_hash,
 };
 
 /// Calls `$callback!` with `$prefix` followed by the name of every flag-store check, so every
@@ -67,14 +72,26 @@ macro_rules! with_flag_store_checks {
             flag_listing_filters_by_tag_and_text,
             listing_limits_default_to_100_and_cap_at_1000,
             load_namespace_returns_everything_at_the_current_revision,
+            configs_round_trip_through_create_get_and_list,
+            a_config_update_stamps_the_next_version_and_keeps_who_created_it,
+            a_stale_config_version_is_rejected_and_no_version_is_written,
+            creating_an_existing_config_is_already_exists,
+            configs_in_an_unknown_namespace_are_not_found_for_the_namespace,
+            config_versions_list_every_version_oldest_first_and_page,
+            config_version_listing_defaults_to_100_and_caps_at_1000,
+            deleting_a_config_removes_its_history_and_a_new_one_starts_at_version_one,
+            a_namespace_holding_a_config_cannot_be_deleted,
+            config_changes_reach_the_feed_with_the_stored_json_at_the_commit_revision,
+            config_audit_events_are_appended_in_the_same_commit,
+            a_failing_batch_leaves_no_config_and_no_version_behind,
         );
     };
 }
 pub(crate) use with_flag_store_checks;
 
 /// Everything a backend implements.
-pub(crate) trait Store: FlagStore + ChangeFeed + AuditStore {}
-impl<T: FlagStore + ChangeFeed + AuditStore> Store for T {}
+pub(crate) trait Store: FlagStore + ChangeFeed + AuditStore + ConfigStore {}
+impl<T: FlagStore + ChangeFeed + AuditStore + ConfigStore> Store for T {}
 
 /// How long any asynchronous expectation may take before the check fails.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -130,6 +147,21 @@ pub(crate) fn segment(ns: &str, key: &str) -> Segment {
         version: 0,
         created_at: T0,
         updated_at: T0,
+    }
+}
+
+pub(crate) fn config(ns: &str, key: &str) -> ConfigEntry {
+    ConfigEntry {
+        namespace: ns.into(),
+        key: key.into(),
+        value: json!({"timeoutMs": 250, "hosts": ["a.example", "b.example"], "ratio": 0.1}),
+        schema: Some(json!({"type": "object", "required": ["timeoutMs"]})),
+        description: format!("Config {key}"),
+        version: 0,
+        created_at: T0,
+        created_by: "alice".into(),
+        updated_at: T0,
+        updated_by: "alice".into(),
     }
 }
 
@@ -194,6 +226,15 @@ pub(crate) fn event_for(write: &Write) -> AuditEvent {
         Write::DeleteSegment { namespace, key, .. } => {
             event("segment.delete", ResourceKind::Segment, namespace, key)
         }
+        Write::PutConfig { config, .. } => event(
+            "config.put",
+            ResourceKind::Config,
+            &config.namespace,
+            &config.key,
+        ),
+        Write::DeleteConfig { namespace, key, .. } => {
+            event("config.delete", ResourceKind::Config, namespace, key)
+        }
     }
 }
 
@@ -207,6 +248,18 @@ pub(crate) fn put_flag(flag: Flag, expect: Expect) -> Write {
 
 pub(crate) fn put_segment(segment: Segment, expect: Expect) -> Write {
     Write::PutSegment { segment, expect }
+}
+
+pub(crate) fn put_config(config: ConfigEntry, expect: Expect) -> Write {
+    Write::PutConfig { config, expect }
+}
+
+fn delete_config(ns: &str, key: &str, expect: Expect) -> Write {
+    Write::DeleteConfig {
+        namespace: ns.into(),
+        key: key.into(),
+        expect,
+    }
 }
 
 fn delete_ns(key: &str, expect: Expect) -> Write {
@@ -318,10 +371,16 @@ struct Observed {
     audit: Vec<AuditEvent>,
     namespaces: Vec<Namespace>,
     states: Vec<Result<vexil_store::NamespaceState, StoreError>>,
+    /// Per namespace, its configs, each with its whole history.
+    configs: Vec<Result<Vec<ConfigWithHistory>, StoreError>>,
 }
+
+/// A config and all its stored versions, oldest first.
+type ConfigWithHistory = (ConfigEntry, Vec<ConfigEntry>);
 
 async fn observe<S: Store + ?Sized>(store: &S, namespaces: &[&str]) -> Observed {
     let mut states = Vec::new();
+    let mut configs = Vec::new();
     for ns in namespaces {
         let mut state = store.load_namespace(ns).await;
         // The revision is checked separately; the state must match at any revision.
@@ -329,6 +388,18 @@ async fn observe<S: Store + ?Sized>(store: &S, namespaces: &[&str]) -> Observed 
             s.revision = 0;
         }
         states.push(state);
+        let listed = match store.list_configs(ns).await {
+            Ok(listed) => {
+                let mut with_history = Vec::new();
+                for c in listed {
+                    let history = config_history(store, ns, &c.key).await;
+                    with_history.push((c, history));
+                }
+                Ok(with_history)
+            }
+            Err(e) => Err(e),
+        };
+        configs.push(listed);
     }
     Observed {
         revision: current(store).await,
@@ -339,6 +410,7 @@ async fn observe<S: Store + ?Sized>(store: &S, namespaces: &[&str]) -> Observed 
             .await
             .unwrap_or_else(|e| panic!("list_namespaces: {e}")),
         states,
+        configs,
     }
 }
 
@@ -354,6 +426,29 @@ async fn get_flag<S: Store + ?Sized>(store: &S, ns: &str, key: &str) -> Flag {
         .get_flag(ns, key)
         .await
         .unwrap_or_else(|e| panic!("get_flag {ns}/{key}: {e}"))
+}
+
+async fn get_config<S: Store + ?Sized>(store: &S, ns: &str, key: &str) -> ConfigEntry {
+    store
+        .get_config(ns, key)
+        .await
+        .unwrap_or_else(|e| panic!("get_config {ns}/{key}: {e}"))
+}
+
+/// Every stored version of a config, oldest first (the largest page holds them all here).
+async fn config_history<S: Store + ?Sized>(store: &S, ns: &str, key: &str) -> Vec<ConfigEntry> {
+    store
+        .config_versions(ns, key, 0, 1000)
+        .await
+        .unwrap_or_else(|e| panic!("config_versions {ns}/{key}: {e}"))
+}
+
+/// `entry` as the store keeps it at `version`.
+fn at_version(entry: &ConfigEntry, version: u64) -> ConfigEntry {
+    ConfigEntry {
+        version,
+        ..entry.clone()
+    }
 }
 
 async fn list_keys<S: Store + ?Sized>(store: &S, ns: &str, query: FlagQuery) -> Vec<String> {
@@ -534,6 +629,23 @@ pub(crate) async fn segments_round_trip_through_create_update_and_delete<S: Stor
     assert_eq!(store.list_segments("prod").await.expect("list").len(), 1);
 }
 
+/// One condition of each kind.
+const EVERY_CONDITION: [Expect; 4] = [
+    Expect::Absent,
+    Expect::Any,
+    Expect::Exists,
+    Expect::Version(1),
+];
+
+/// The conditions an update may carry, in turn on a resource created at version 1: each holds
+/// for the version the updates before it leave.
+const UPDATE_CONDITIONS: [Expect; 4] = [
+    Expect::Version(1),
+    Expect::Exists,
+    Expect::Any,
+    Expect::Version(4),
+];
+
 pub(crate) async fn versions_start_at_one_and_increase_by_one_per_update<S: Store>(store: &S) {
     commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
     let mut f = flag("prod", "f");
@@ -542,15 +654,7 @@ pub(crate) async fn versions_start_at_one_and_increase_by_one_per_update<S: Stor
     commit_audited(store, vec![put_flag(f.clone(), Expect::Absent)]).await;
     assert_eq!(get_flag(store, "prod", "f").await.version, 1);
 
-    for (i, expect) in [
-        Expect::Version(1),
-        Expect::Exists,
-        Expect::Any,
-        Expect::Version(4),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, expect) in UPDATE_CONDITIONS.into_iter().enumerate() {
         let n = i64::try_from(i).unwrap_or(0);
         let mut next = f.clone();
         next.name = format!("take {n}");
@@ -766,12 +870,7 @@ pub(crate) async fn flags_and_segments_in_an_unknown_namespace_are_not_found_for
 ) {
     commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
     let ghost = not_found(ResourceKind::Namespace, "ghost", "ghost");
-    for expect in [
-        Expect::Absent,
-        Expect::Any,
-        Expect::Exists,
-        Expect::Version(1),
-    ] {
+    for expect in EVERY_CONDITION {
         assert_eq!(
             refused(store, vec![put_flag(flag("ghost", "f"), expect)]).await,
             ghost
@@ -1567,6 +1666,677 @@ pub(crate) async fn load_namespace_returns_everything_at_the_current_revision<S:
     let again = store.load_namespace("prod").await.expect("load");
     assert_eq!(again.revision, other.revision);
     assert_eq!((again.flags, again.segments), (state.flags, state.segments));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration entries
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) async fn configs_round_trip_through_create_get_and_list<S: Store>(store: &S) {
+    let mut c = config("prod", "limits");
+    // Values come back exactly as written, floats and nesting included.
+    c.value = json!({"tiny": 5e-324, "sum": 0.1 + 0.2, "big": 9_007_199_254_740_993_u64,
+                     "nested": {"list": [1, "two", null, {"ü": true}]}});
+    c.description = "Ünïcödé ✓, \"quotes\" and \n newlines".into();
+    c.updated_by = "bob".into();
+    c.updated_at = T0 + 5;
+    let mut unschematised = config("prod", "banner-text");
+    unschematised.schema = None;
+    unschematised.value = json!("Welcome!");
+    commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_ns(namespace("qa"), Expect::Absent),
+        ],
+    )
+    .await;
+    let created = commit_audited(
+        store,
+        vec![
+            put_config(c.clone(), Expect::Absent),
+            put_config(unschematised.clone(), Expect::Any),
+            put_config(config("qa", "limits"), Expect::Absent),
+        ],
+    )
+    .await;
+
+    let expected = at_version(&c, 1);
+    let banner = at_version(&unschematised, 1);
+    assert_eq!(get_config(store, "prod", "limits").await, expected);
+    assert_eq!(get_config(store, "prod", "banner-text").await, banner);
+    assert_eq!(created.results[0], Some(json_of(&expected)));
+    assert_eq!(created.results[1], Some(json_of(&banner)));
+    assert_eq!(
+        store.list_configs("prod").await,
+        Ok(vec![banner, expected.clone()]),
+        "configs list in key order, only the namespace's own"
+    );
+    assert_eq!(config_history(store, "prod", "limits").await, [expected]);
+    commit_audited(store, vec![put_ns(namespace("empty"), Expect::Absent)]).await;
+    assert_eq!(store.list_configs("empty").await, Ok(Vec::new()));
+    assert_eq!(
+        store.get_config("prod", "nope").await,
+        Err(not_found(ResourceKind::Config, "prod", "nope"))
+    );
+}
+
+pub(crate) async fn a_config_update_stamps_the_next_version_and_keeps_who_created_it<S: Store>(
+    store: &S,
+) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let mut c = config("prod", "limits");
+    // Whatever version the writer sends is ignored: the store assigns it.
+    c.version = 77;
+    commit_audited(store, vec![put_config(c.clone(), Expect::Absent)]).await;
+    assert_eq!(get_config(store, "prod", "limits").await.version, 1);
+
+    for (i, expect) in UPDATE_CONDITIONS.into_iter().enumerate() {
+        let n = i64::try_from(i).unwrap_or(0);
+        let mut next = c.clone();
+        next.value = json!({"timeoutMs": 300 + n});
+        next.schema = None;
+        next.description = format!("take {n}");
+        next.created_at = 1;
+        next.created_by = "mallory".into();
+        next.updated_at = T0 + 100 + n;
+        next.updated_by = format!("writer-{n}");
+        let committed = commit_audited(store, vec![put_config(next, expect)]).await;
+        let got = get_config(store, "prod", "limits").await;
+        assert_eq!(
+            got.version,
+            u64::try_from(i).unwrap_or(0) + 2,
+            "after {expect:?}"
+        );
+        assert_eq!(got.value, json!({"timeoutMs": 300 + n}));
+        assert_eq!(
+            (got.schema.as_ref(), got.description.as_str()),
+            (None, format!("take {n}").as_str())
+        );
+        assert_eq!((got.created_at, got.created_by.as_str()), (T0, "alice"));
+        assert_eq!(
+            (got.updated_at, got.updated_by.clone()),
+            (T0 + 100 + n, format!("writer-{n}"))
+        );
+        assert_eq!(committed.results, vec![Some(json_of(&got))]);
+    }
+}
+
+pub(crate) async fn a_stale_config_version_is_rejected_and_no_version_is_written<S: Store>(
+    store: &S,
+) {
+    let mut second = config("prod", "limits");
+    second.value = json!({"timeoutMs": 500});
+    commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_config(config("prod", "limits"), Expect::Absent),
+            put_config(second, Expect::Version(1)),
+        ],
+    )
+    .await;
+    let before = observe(store, &["prod"]).await;
+    let mut rx = store.subscribe();
+    rx.borrow_and_update();
+
+    let mut stale = config("prod", "limits");
+    stale.value = json!({"timeoutMs": 1});
+    let mismatch = StoreError::VersionMismatch {
+        kind: ResourceKind::Config,
+        namespace: "prod".into(),
+        key: "limits".into(),
+        expected: 1,
+        actual: 2,
+    };
+    assert_eq!(
+        refused(store, vec![put_config(stale, Expect::Version(1))]).await,
+        mismatch
+    );
+    assert_eq!(
+        refused(
+            store,
+            vec![delete_config("prod", "limits", Expect::Version(1))]
+        )
+        .await,
+        mismatch
+    );
+    // Conditions on a config that is not there.
+    let missing = not_found(ResourceKind::Config, "prod", "nope");
+    for expect in [Expect::Version(1), Expect::Exists] {
+        assert_eq!(
+            refused(store, vec![put_config(config("prod", "nope"), expect)]).await,
+            missing
+        );
+    }
+    for expect in [Expect::Any, Expect::Absent, Expect::Version(1)] {
+        assert_eq!(
+            refused(store, vec![delete_config("prod", "nope", expect)]).await,
+            missing
+        );
+    }
+
+    assert_eq!(
+        observe(store, &["prod"]).await,
+        before,
+        "a refused write changes nothing"
+    );
+    let history = config_history(store, "prod", "limits").await;
+    assert_eq!(
+        history.iter().map(|c| c.version).collect::<Vec<_>>(),
+        [1, 2],
+        "no version row for a refused write"
+    );
+    assert_eq!(history[1].value, json!({"timeoutMs": 500}));
+    assert!(
+        !rx.has_changed().unwrap_or(true),
+        "a refused write publishes no revision"
+    );
+}
+
+pub(crate) async fn creating_an_existing_config_is_already_exists<S: Store>(store: &S) {
+    commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_config(config("prod", "limits"), Expect::Absent),
+        ],
+    )
+    .await;
+    let before = observe(store, &["prod"]).await;
+    let mut again = config("prod", "limits");
+    again.value = json!({"timeoutMs": 9});
+    assert_eq!(
+        refused(store, vec![put_config(again, Expect::Absent)]).await,
+        StoreError::AlreadyExists {
+            kind: ResourceKind::Config,
+            namespace: "prod".into(),
+            key: "limits".into(),
+        }
+    );
+    assert_eq!(observe(store, &["prod"]).await, before);
+    assert_eq!(
+        config_history(store, "prod", "limits").await,
+        [at_version(&config("prod", "limits"), 1)]
+    );
+}
+
+pub(crate) async fn configs_in_an_unknown_namespace_are_not_found_for_the_namespace<S: Store>(
+    store: &S,
+) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let before = observe(store, &["prod", "ghost"]).await;
+    let ghost = not_found(ResourceKind::Namespace, "ghost", "ghost");
+    for expect in EVERY_CONDITION {
+        assert_eq!(
+            refused(store, vec![put_config(config("ghost", "c"), expect)]).await,
+            ghost
+        );
+        assert_eq!(
+            refused(store, vec![delete_config("ghost", "c", expect)]).await,
+            ghost
+        );
+    }
+    assert_eq!(observe(store, &["prod", "ghost"]).await, before);
+    assert_eq!(store.get_config("ghost", "c").await, Err(ghost.clone()));
+    assert_eq!(store.list_configs("ghost").await, Err(ghost.clone()));
+    assert_eq!(store.config_versions("ghost", "c", 0, 0).await, Err(ghost));
+    // In a namespace that exists, the config itself is what is missing.
+    let missing = not_found(ResourceKind::Config, "prod", "c");
+    assert_eq!(store.get_config("prod", "c").await, Err(missing.clone()));
+    assert_eq!(store.config_versions("prod", "c", 0, 0).await, Err(missing));
+}
+
+pub(crate) async fn config_versions_list_every_version_oldest_first_and_page<S: Store>(store: &S) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let first = config("prod", "limits");
+    commit_audited(store, vec![put_config(first.clone(), Expect::Absent)]).await;
+    let mut expected = vec![at_version(&first, 1)];
+    for i in 2..=5_u64 {
+        let mut next = first.clone();
+        next.value = json!({"timeoutMs": i * 100, "step": i});
+        next.description = format!("version {i}");
+        next.schema = (i % 2 == 0).then(|| json!({"type": "object"}));
+        next.updated_at = T0 + i64::try_from(i).unwrap_or(0);
+        next.updated_by = format!("writer-{i}");
+        commit_audited(
+            store,
+            vec![put_config(next.clone(), Expect::Version(i - 1))],
+        )
+        .await;
+        expected.push(at_version(&next, i));
+    }
+    // Another config's history is its own.
+    commit_audited(
+        store,
+        vec![put_config(config("prod", "other"), Expect::Absent)],
+    )
+    .await;
+
+    let versions = |after, limit| async move {
+        store
+            .config_versions("prod", "limits", after, limit)
+            .await
+            .unwrap_or_else(|e| panic!("config_versions({after}, {limit}): {e}"))
+    };
+    assert_eq!(
+        versions(0, 0).await,
+        expected,
+        "every version, exactly as written"
+    );
+    assert_eq!(
+        get_config(store, "prod", "limits").await,
+        expected[4],
+        "the current entry is the latest version"
+    );
+    assert_eq!(
+        versions(2, 0).await,
+        expected[2..],
+        "after_version is exclusive"
+    );
+    assert_eq!(versions(2, 2).await, expected[2..4]);
+    assert_eq!(versions(0, 1).await, expected[..1]);
+    assert!(versions(5, 0).await.is_empty());
+    assert!(versions(u64::MAX, 0).await.is_empty());
+    for limit in 1..=6 {
+        let mut after = 0;
+        let mut paged = Vec::new();
+        loop {
+            let page = versions(after, limit).await;
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            after = last.version;
+            paged.extend(page);
+        }
+        assert_eq!(paged, expected, "paging with limit {limit}");
+    }
+    assert_eq!(
+        config_history(store, "prod", "other").await,
+        [at_version(&config("prod", "other"), 1)]
+    );
+}
+
+pub(crate) async fn config_version_listing_defaults_to_100_and_caps_at_1000<S: Store>(store: &S) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    // Batches of 25 keep every backend's transaction small; a batch may write one config again
+    // and again, each put a version.
+    for batch in 0..41_u64 {
+        let writes = (0..25)
+            .map(|i| {
+                let mut c = config("prod", "busy");
+                c.value = json!(batch * 25 + i);
+                put_config(c, Expect::Any)
+            })
+            .collect();
+        store.commit(writes, Vec::new()).await.expect("commit");
+    }
+    let versions = |after, limit| async move {
+        store
+            .config_versions("prod", "busy", after, limit)
+            .await
+            .unwrap_or_else(|e| panic!("config_versions: {e}"))
+            .iter()
+            .map(|c| c.version)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(versions(0, 0).await, (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+        versions(0, usize::MAX).await,
+        (1..=1000).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        versions(1000, usize::MAX).await,
+        (1001..=1025).collect::<Vec<_>>()
+    );
+    assert_eq!(get_config(store, "prod", "busy").await.value, json!(1024));
+}
+
+pub(crate) async fn deleting_a_config_removes_its_history_and_a_new_one_starts_at_version_one<
+    S: Store,
+>(
+    store: &S,
+) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    // `ab` starts with `a`: deleting `a`'s history must leave `ab`'s alone.
+    commit_audited(
+        store,
+        vec![
+            put_config(config("prod", "a"), Expect::Absent),
+            put_config(config("prod", "ab"), Expect::Absent),
+            put_config(config("prod", "a"), Expect::Version(1)),
+            put_config(config("prod", "a"), Expect::Version(2)),
+            put_config(config("prod", "ab"), Expect::Version(1)),
+        ],
+    )
+    .await;
+    let ab_history = config_history(store, "prod", "ab").await;
+    assert_eq!(ab_history.len(), 2);
+
+    let deleted = commit_audited(store, vec![delete_config("prod", "a", Expect::Version(3))]).await;
+    assert_eq!(deleted.results, vec![None]);
+    let missing = not_found(ResourceKind::Config, "prod", "a");
+    assert_eq!(store.get_config("prod", "a").await, Err(missing.clone()));
+    assert_eq!(store.config_versions("prod", "a", 0, 0).await, Err(missing));
+    assert_eq!(
+        store.list_configs("prod").await,
+        Ok(vec![get_config(store, "prod", "ab").await])
+    );
+    assert_eq!(config_history(store, "prod", "ab").await, ab_history);
+
+    // Created again, it starts over: version 1, a history of one.
+    let mut reborn = config("prod", "a");
+    reborn.value = json!({"timeoutMs": 1});
+    commit_audited(store, vec![put_config(reborn.clone(), Expect::Absent)]).await;
+    assert_eq!(get_config(store, "prod", "a").await, at_version(&reborn, 1));
+    assert_eq!(
+        config_history(store, "prod", "a").await,
+        [at_version(&reborn, 1)]
+    );
+
+    // Deleted and created again within one batch: only the new versions remain.
+    let mut third = config("prod", "a");
+    third.value = json!({"timeoutMs": 3});
+    commit_audited(store, vec![put_config(reborn.clone(), Expect::Version(1))]).await;
+    commit_audited(
+        store,
+        vec![
+            put_config(reborn.clone(), Expect::Version(2)),
+            delete_config("prod", "a", Expect::Version(3)),
+            put_config(third.clone(), Expect::Absent),
+            put_config(third.clone(), Expect::Version(1)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        config_history(store, "prod", "a").await,
+        [at_version(&third, 1), at_version(&third, 2)]
+    );
+    // Written and deleted within one batch: nothing remains.
+    commit_audited(
+        store,
+        vec![
+            put_config(config("prod", "ab"), Expect::Version(2)),
+            delete_config("prod", "ab", Expect::Version(3)),
+        ],
+    )
+    .await;
+    assert_eq!(
+        store.config_versions("prod", "ab", 0, 0).await,
+        Err(not_found(ResourceKind::Config, "prod", "ab"))
+    );
+    commit_audited(
+        store,
+        vec![put_config(config("prod", "ab"), Expect::Absent)],
+    )
+    .await;
+    assert_eq!(
+        config_history(store, "prod", "ab").await,
+        [at_version(&config("prod", "ab"), 1)]
+    );
+    assert_eq!(config_history(store, "prod", "a").await.len(), 2);
+}
+
+pub(crate) async fn a_namespace_holding_a_config_cannot_be_deleted<S: Store>(store: &S) {
+    commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_config(config("prod", "limits"), Expect::Absent),
+        ],
+    )
+    .await;
+    let before = observe(store, &["prod"]).await;
+    assert_eq!(
+        refused(store, vec![delete_ns("prod", Expect::Any)]).await,
+        StoreError::NamespaceNotEmpty {
+            namespace: "prod".into(),
+        }
+    );
+    assert_eq!(observe(store, &["prod"]).await, before);
+    // Emptying it and deleting it in one batch works: writes apply in order.
+    commit_audited(
+        store,
+        vec![
+            delete_config("prod", "limits", Expect::Version(1)),
+            delete_ns("prod", Expect::Version(1)),
+        ],
+    )
+    .await;
+    assert!(store.list_namespaces().await.expect("list").is_empty());
+    // A namespace of the same name created again holds nothing of the old one.
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    assert_eq!(store.list_configs("prod").await, Ok(Vec::new()));
+    assert_eq!(
+        store.config_versions("prod", "limits", 0, 0).await,
+        Err(not_found(ResourceKind::Config, "prod", "limits"))
+    );
+}
+
+pub(crate) async fn config_changes_reach_the_feed_with_the_stored_json_at_the_commit_revision<
+    S: Store,
+>(
+    store: &S,
+) {
+    let c1 = commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let c2 = commit_audited(
+        store,
+        vec![
+            put_config(config("prod", "limits"), Expect::Absent),
+            put_flag(flag("prod", "f"), Expect::Absent),
+        ],
+    )
+    .await;
+    let stored_v1 = json_of(&get_config(store, "prod", "limits").await);
+    let mut next = config("prod", "limits");
+    next.value = json!({"timeoutMs": 900});
+    let c3 = commit_audited(store, vec![put_config(next, Expect::Version(1))]).await;
+    let stored_v2 = json_of(&get_config(store, "prod", "limits").await);
+    let c4 = commit_audited(
+        store,
+        vec![delete_config("prod", "limits", Expect::Version(2))],
+    )
+    .await;
+
+    let change = |revision, kind, key: &str, after: Option<Value>| Change {
+        revision,
+        namespace: "prod".into(),
+        kind,
+        key: key.into(),
+        after,
+    };
+    let expected = vec![
+        change(
+            c2.revision,
+            ResourceKind::Config,
+            "limits",
+            Some(stored_v1.clone()),
+        ),
+        change(c2.revision, ResourceKind::Flag, "f", c2.results[1].clone()),
+        change(
+            c3.revision,
+            ResourceKind::Config,
+            "limits",
+            Some(stored_v2.clone()),
+        ),
+        change(c4.revision, ResourceKind::Config, "limits", None),
+    ];
+    assert_eq!(
+        store.changes_since(c1.revision, 1000).await,
+        Ok(expected.clone())
+    );
+    assert_eq!(c2.results[0], Some(stored_v1));
+    assert_eq!(c3.results, vec![Some(stored_v2)]);
+    assert_eq!(
+        store.changes_since(c3.revision, 1000).await,
+        Ok(expected[3..].to_vec())
+    );
+}
+
+pub(crate) async fn config_audit_events_are_appended_in_the_same_commit<S: Store>(store: &S) {
+    commit_audited(store, vec![put_ns(namespace("prod"), Expect::Absent)]).await;
+    let c = config("prod", "limits");
+    let mut created = event("config.create", ResourceKind::Config, "prod", "limits");
+    created.after = Some(json_of(&at_version(&c, 1)));
+    let first = store
+        .commit(
+            vec![put_config(c.clone(), Expect::Absent)],
+            vec![created.clone()],
+        )
+        .await
+        .expect("commit");
+    let mut removed = event("config.delete", ResourceKind::Config, "prod", "limits");
+    removed.before = first.results[0].clone();
+    let note = event("config.note", ResourceKind::Config, "prod", "limits");
+    let second = store
+        .commit(
+            vec![delete_config("prod", "limits", Expect::Version(1))],
+            vec![removed.clone(), note.clone()],
+        )
+        .await
+        .expect("commit");
+
+    let audit = all_audit(store).await;
+    assert_chain_verifies(&audit);
+    assert_eq!(audit.len(), 4);
+    assert_eq!(
+        first.audit,
+        audit[1..2],
+        "commit returns the events as stored"
+    );
+    assert_eq!(second.audit, audit[2..]);
+    let stripped: Vec<AuditEvent> = audit[1..]
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.seq = 0;
+            e.prev_hash = String::new();
+            e.hash = String::new();
+            e
+        })
+        .collect();
+    assert_eq!(
+        stripped,
+        [created, removed, note],
+        "kept as the writer recorded them"
+    );
+    let configs = store
+        .list_audit(&AuditQuery {
+            kind: Some(ResourceKind::Config),
+            key: Some("limits".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("list_audit");
+    assert_eq!(configs, audit[1..]);
+}
+
+pub(crate) async fn a_failing_batch_leaves_no_config_and_no_version_behind<S: Store>(store: &S) {
+    commit_audited(
+        store,
+        vec![
+            put_ns(namespace("prod"), Expect::Absent),
+            put_config(config("prod", "kept"), Expect::Absent),
+        ],
+    )
+    .await;
+    let before = observe(store, &["prod", "qa"]).await;
+
+    // Every write but the last would succeed.
+    let mut changed = config("prod", "kept");
+    changed.value = json!({"timeoutMs": 7});
+    let err = refused(
+        store,
+        vec![
+            put_config(config("prod", "new"), Expect::Absent),
+            put_config(changed.clone(), Expect::Version(1)),
+            put_config(changed, Expect::Version(2)),
+            put_config(config("prod", "kept"), Expect::Absent),
+        ],
+    )
+    .await;
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(observe(store, &["prod", "qa"]).await, before);
+    assert_eq!(
+        store.config_versions("prod", "new", 0, 0).await,
+        Err(not_found(ResourceKind::Config, "prod", "new"))
+    );
+
+    // Also when the batch creates a namespace and configs in it, and deletes one.
+    let err = refused(
+        store,
+        vec![
+            put_ns(namespace("qa"), Expect::Absent),
+            put_config(config("qa", "c"), Expect::Absent),
+            delete_config("prod", "kept", Expect::Version(1)),
+            put_config(config("prod", "never"), Expect::Version(5)),
+        ],
+    )
+    .await;
+    assert_eq!(err, not_found(ResourceKind::Config, "prod", "never"));
+    assert_eq!(observe(store, &["prod", "qa"]).await, before);
+    assert_eq!(
+        config_history(store, "prod", "kept").await,
+        [at_version(&config("prod", "kept"), 1)]
+    );
+}
+
+/// What a database written before configs existed holds, for the migration checks: namespace
+/// `prod` (version 1, committed at revision 1) as its stored JSON.
+pub(crate) fn pre_config_namespace() -> (Namespace, String) {
+    let ns = Namespace {
+        version: 1,
+        ..namespace("prod")
+    };
+    let doc = serde_json::to_string(&ns).unwrap_or_else(|e| panic!("encoding a fixture: {e}"));
+    (ns, doc)
+}
+
+/// The SQL migrations of `backend` (`sqlite` or `postgres`) from before configs existed, to
+/// build the database the configs migration must carry forward.
+pub(crate) async fn migrations_before_configs(backend: &str) -> sqlx::migrate::Migrator {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut older = sqlx::migrate::Migrator::new(source)
+        .await
+        .unwrap_or_else(|e| panic!("reading the {backend} migrations: {e}"));
+    older.migrations = older.migrations[..2].to_vec().into();
+    older
+}
+
+/// `store` was opened on a database that held [`pre_config_namespace`] (and its one change) before
+/// the configs migration ran: the state and the feed survive, and configs can be written.
+pub(crate) async fn a_migrated_database_keeps_its_state_and_takes_configs<S: Store>(store: &S) {
+    let (ns, doc) = pre_config_namespace();
+    assert_eq!(store.get_namespace("prod").await, Ok(ns));
+    let old = Change {
+        revision: 1,
+        namespace: "prod".into(),
+        kind: ResourceKind::Namespace,
+        key: "prod".into(),
+        after: Some(serde_json::from_str(&doc).unwrap_or_else(|e| panic!("fixture JSON: {e}"))),
+    };
+    assert_eq!(all_changes(store).await, std::slice::from_ref(&old));
+    let c = commit_audited(
+        store,
+        vec![put_config(config("prod", "limits"), Expect::Absent)],
+    )
+    .await;
+    assert_eq!(c.revision, 2);
+    assert_eq!(
+        all_changes(store).await,
+        [
+            old,
+            Change {
+                revision: 2,
+                namespace: "prod".into(),
+                kind: ResourceKind::Config,
+                key: "limits".into(),
+                after: c.results[0].clone(),
+            }
+        ]
+    );
+    assert_eq!(config_history(store, "prod", "limits").await.len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,48 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// under the 1 s poll, so only LISTEN/NOTIFY can meet it reliably.
 const NOTIFIED_WITHIN: Duration = Duration::from_millis(400);
 
+/// A database written before the configs migration keeps its state and feed through it.
+#[tokio::test]
+async fn the_configs_migration_keeps_what_an_older_database_holds() {
+    let (url, _db) = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let older = conformance::migrations_before_configs("postgres").await;
+    older.run(&pool).await.expect("migrate up to 0002");
+    let (_, doc) = conformance::pre_config_namespace();
+    for (sql, bind) in [
+        (
+            "INSERT INTO namespaces (key, version, doc) VALUES ('prod', 1, $1)",
+            Some(&doc),
+        ),
+        ("UPDATE revision_counter SET revision = 1", None),
+        (
+            "INSERT INTO revisions (revision, committed_at) VALUES (1, 0)",
+            None,
+        ),
+        (
+            "INSERT INTO changes (revision, ordinal, namespace, kind, key, after) \
+             VALUES (1, 0, 'prod', 'namespace', 'prod', $1)",
+            Some(&doc),
+        ),
+    ] {
+        let query = sqlx::query(sql);
+        let query = match bind {
+            Some(doc) => query.bind(doc),
+            None => query,
+        };
+        query
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    pool.close().await;
+
+    let store = PostgresStore::connect(&url)
+        .await
+        .expect("connect and migrate");
+    conformance::a_migrated_database_keeps_its_state_and_takes_configs(&store).await;
+}
+
 /// A store on a new database; the guard drops the database.
 async fn fresh() -> (PostgresStore, Database) {
     let (url, db) = fresh_database().await;

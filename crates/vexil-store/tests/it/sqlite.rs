@@ -240,6 +240,53 @@ async fn two_stores_on_one_file_serialise_their_writes() {
     assert_chain_verifies(&conformance::all_audit(&b).await);
 }
 
+/// The configs migration rebuilds the change log (SQLite cannot widen a CHECK in place), so it is
+/// run on a database that already holds state and changes.
+#[tokio::test]
+async fn the_configs_migration_keeps_what_an_older_database_holds() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("vexil.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the file");
+    let older = conformance::migrations_before_configs("sqlite").await;
+    older.run(&pool).await.expect("migrate up to 0002");
+    let (_, doc) = conformance::pre_config_namespace();
+    for (sql, bind) in [
+        (
+            "INSERT INTO namespaces (key, version, doc) VALUES ('prod', 1, ?1)",
+            Some(&doc),
+        ),
+        (
+            "INSERT INTO revisions (revision, committed_at) VALUES (1, 0)",
+            None,
+        ),
+        (
+            "INSERT INTO changes (revision, ordinal, namespace, kind, key, after) \
+             VALUES (1, 0, 'prod', 'namespace', 'prod', ?1)",
+            Some(&doc),
+        ),
+    ] {
+        let query = sqlx::query(sql);
+        let query = match bind {
+            Some(doc) => query.bind(doc),
+            None => query,
+        };
+        query
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.expect("open and migrate");
+    conformance::a_migrated_database_keeps_its_state_and_takes_configs(&store).await;
+}
+
 /// Set in the child process of [`commits_survive_the_process_being_killed`] to the database path.
 const CRASH_CHILD_DB: &str = "VEXIL_STORE_CRASH_CHILD_DB";
 /// How the child reports each acknowledged commit on stdout.

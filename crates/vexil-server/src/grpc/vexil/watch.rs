@@ -109,9 +109,13 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The snapshot of a namespace as events: flags, then segments, each in key order, all at the
-/// revision the state was read at.
-fn snapshot_events(state: NamespaceState) -> impl Iterator<Item = pb::WatchEvent> {
+/// The snapshot of a namespace as events: flags, then segments, then configuration entries
+/// (`configs`, read after the state; empty for a watcher without `config:read`), each in key
+/// order, all at the revision the state was read at.
+fn snapshot_events(
+    state: NamespaceState,
+    configs: Vec<vexil_core::domain::ConfigEntry>,
+) -> impl Iterator<Item = pb::WatchEvent> {
     let revision = state.revision;
     let namespace = state.namespace.key;
     let flags = state
@@ -122,18 +126,24 @@ fn snapshot_events(state: NamespaceState) -> impl Iterator<Item = pb::WatchEvent
         .segments
         .into_iter()
         .map(|s| (ResourceKind::Segment, json(&s), s.key));
-    flags.chain(segments).map(move |(kind, after, key)| {
-        event(
-            Change {
-                revision,
-                namespace: namespace.clone(),
-                kind,
-                key,
-                after: Some(after),
-            },
-            true,
-        )
-    })
+    let configs = configs
+        .into_iter()
+        .map(|c| (ResourceKind::Config, json(&c), c.key));
+    flags
+        .chain(segments)
+        .chain(configs)
+        .map(move |(kind, after, key)| {
+            event(
+                Change {
+                    revision,
+                    namespace: namespace.clone(),
+                    kind,
+                    key,
+                    after: Some(after),
+                },
+                true,
+            )
+        })
 }
 
 /// Sends the snapshot (if any), then every change after it, until the consumer leaves.
@@ -149,7 +159,14 @@ async fn follow(
     let mut seen = from;
     if let Some(state) = snapshot {
         seen = state.revision;
-        for ev in snapshot_events(state) {
+        let configs = match principal.authorize(Permission::ConfigRead, &ns) {
+            Ok(pass) => match app.configs.list(&pass, &ns).await {
+                Ok(configs) => configs,
+                Err(e) => return sink.end(status(e)),
+            },
+            Err(_) => Vec::new(),
+        };
+        for ev in snapshot_events(state, configs) {
             if sink.send(ev).await.is_err() {
                 return;
             }
@@ -175,7 +192,12 @@ async fn follow(
                     )));
                 }
                 Ok(ChangeBatch::Changes { changes, last }) => {
-                    for c in changes {
+                    // Configuration entries need `config:read` too, checked per change.
+                    let visible = changes.into_iter().filter(|c| {
+                        c.kind != ResourceKind::Config
+                            || principal.allows(Permission::ConfigRead, &c.namespace)
+                    });
+                    for c in visible {
                         if sink.send(event(c, false)).await.is_err() {
                             return;
                         }
@@ -292,7 +314,7 @@ mod tests {
             ],
             revision: 7,
         };
-        let evs: Vec<_> = snapshot_events(state).collect();
+        let evs: Vec<_> = snapshot_events(state, Vec::new()).collect();
         let shape: Vec<_> = evs
             .iter()
             .map(|e| {
