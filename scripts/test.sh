@@ -30,5 +30,8 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo clippy (the CLI with its opt-in tls feature)"
+cargo clippy -p vexil-cli --all-targets --features tls --locked -- -D warnings
+
 step "cargo test (workspace)"
 cargo test --workspace --locked
