@@ -195,10 +195,37 @@ async fn a_write_through_one_replica_is_served_and_pushed_by_the_other_two() {
         2
     );
 
-    // Both changes are audited once, in PostgreSQL, readable through any replica.
+    // A configuration entry written through C is read on A, with its history, and pushed to
+    // B's watcher: configs share the flags' etcd txn, change feed and relayed audit.
+    let (status, config) = r[2]
+        .put(
+            "/api/v1/namespaces/default/configs/checkout.limits",
+            &json!({"value": {"maxItems": 5}, "schema": {"type": "object"}}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{config}");
+    let frame = next_change(&mut watch_b, "checkout.limits").await;
+    assert_eq!(
+        (frame["kind"].clone(), frame["after"]["value"].clone()),
+        (json!("config"), json!({"maxItems": 5})),
+        "{frame}"
+    );
+    let (status, read) = r[0]
+        .get("/api/v1/namespaces/default/configs/checkout.limits/versions")
+        .await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["items"][0]["value"], json!({"maxItems": 5}), "{read}");
+
+    // Every change is audited once, in PostgreSQL, readable through any replica.
     let events = audit_of(&r[2], "default").await;
     let flag_events: Vec<&Value> = events.iter().filter(|e| e["key"] == "checkout").collect();
     assert_eq!(flag_events.len(), 2, "{events:#?}");
+    let config_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["key"] == "checkout.limits" && e["action"] == "config.create")
+        .collect();
+    assert_eq!(config_events.len(), 1, "{events:#?}");
     let (status, ready) = r[2].get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["auditRelay"]["healthy"], true, "{ready}");

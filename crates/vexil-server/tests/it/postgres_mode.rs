@@ -137,13 +137,38 @@ async fn a_flag_round_trips_through_crud_and_ofrep_in_the_postgres_mode() {
         history["items"], audit["items"],
         "a flag's history is its audit events"
     );
+    // Dynamic configuration in PostgreSQL: a schema-checked write, its history, a rollback.
+    let path = "/api/v1/namespaces/default/configs/limits";
+    let schema = json!({"type": "integer", "minimum": 1});
+    let (status, c) = s
+        .put(path, &json!({"value": 5, "schema": schema}), None)
+        .await;
+    assert_eq!(status, 201, "{c}");
+    let (status, c) = s.put(path, &json!({"value": 0}), None).await;
+    assert_eq!(status, 400, "the kept schema refuses 0: {c}");
+    let (status, c) = s.put(path, &json!({"value": 7}), Some("\"1\"")).await;
+    assert_eq!(status, 200, "{c}");
+    let (status, c) = s
+        .post(&format!("{path}/rollback"), &json!({"version": 1}))
+        .await;
+    assert_eq!(
+        (status, c["version"].clone(), c["value"].clone()),
+        (200, json!(3), json!(5))
+    );
+    let (_, versions) = s.get(&format!("{path}/versions")).await;
+    assert_eq!(
+        versions["items"].as_array().map(Vec::len),
+        Some(3),
+        "{versions}"
+    );
+
     let (status, report) = s.get("/api/v1/audit/verify").await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         report["valid"], true,
         "the chain PostgreSQL keeps verifies: {report}"
     );
-    assert!(report["events"].as_u64() >= Some(3), "{report}");
+    assert!(report["events"].as_u64() >= Some(6), "{report}");
     assert!(
         !s.dir.path().join("vexil.db").exists(),
         "the postgres mode writes no SQLite file"
