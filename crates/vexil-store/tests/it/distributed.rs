@@ -148,7 +148,14 @@ async fn an_outbox_entry_delivered_twice_is_recorded_once() {
     // moved its outbox listing past the keys it deleted itself, which never reappear).
     let restarted = open(&prefix, &url).await;
     assert_eq!(restarted.relay().await.expect("relay"), 1);
-    assert!(restarted.etcd().outbox(100).await.expect("outbox").is_empty());
+    assert!(
+        restarted
+            .etcd()
+            .outbox(100)
+            .await
+            .expect("outbox")
+            .is_empty()
+    );
     let after = all_audit(&store).await;
     assert_eq!(after, before, "a redelivered entry must not add events");
     restarted.postgres().close().await;
