@@ -187,10 +187,22 @@ impl ResourceKind {
         ResourceKind::Token,
         ResourceKind::Config,
     ];
+}
 
-    /// The kind named by its lower-case name ([`ResourceKind::as_str`]).
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == name)
+/// A name that is no [`ResourceKind`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be one of namespace, flag, segment, user, role, binding, token, config; not {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl std::str::FromStr for ResourceKind {
+    type Err = UnknownKind;
+
+    /// The kind named by its lower-case name ([`ResourceKind::as_str`]), as serde reads it.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| UnknownKind(name.to_owned()))
     }
 }
 
@@ -342,6 +354,24 @@ pub(crate) fn check_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_parses_from_its_name_as_serde_does_and_the_error_lists_them_all() {
+        for kind in ResourceKind::ALL {
+            assert_eq!(kind.as_str().parse::<ResourceKind>(), Ok(kind));
+            let via_serde: ResourceKind =
+                serde_json::from_value(serde_json::json!(kind.as_str())).expect("serde name");
+            assert_eq!(via_serde, kind);
+        }
+        let message = "widget"
+            .parse::<ResourceKind>()
+            .err()
+            .map(|e| e.to_string());
+        let message = message.expect("unknown");
+        for kind in ResourceKind::ALL {
+            assert!(message.contains(kind.as_str()), "{message}");
+        }
+    }
 
     #[test]
     fn namespace_keys_follow_the_design_pattern() {

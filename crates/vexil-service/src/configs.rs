@@ -231,22 +231,24 @@ impl ConfigService {
             .await?)
     }
 
-    /// Writes version `to_version`'s value, schema and description as a new version (history
-    /// only grows: a rollback is itself undoable). Requires `ConfigWrite`. `expected` makes it
-    /// conditional on the current version, as for [`ConfigService::put`]. Audited as
-    /// `config.rollback`.
+    /// Writes the value, schema and description of the version a rollback body names
+    /// (`{"version": N}`, N ≥ 1, nothing else) as a new version (history only grows: a
+    /// rollback is itself undoable). Requires `ConfigWrite`. `expected` makes it conditional
+    /// on the current version, as for [`ConfigService::put`]. Audited as `config.rollback`.
     ///
     /// # Errors
-    /// NotFound (namespace, entry, or no such version), VersionConflict, store errors.
+    /// Invalid (the body), NotFound (namespace, entry, or no such version), VersionConflict,
+    /// store errors.
     pub async fn rollback(
         &self,
         pass: &Pass<'_>,
         ns: &str,
         key: &str,
-        to_version: u64,
+        body: &Value,
         expected: Option<u64>,
     ) -> Result<ConfigEntry, ServiceError> {
         pass.require(Permission::ConfigWrite, ns)?;
+        let to_version = rollback_target(body)?;
         retrying(expected, || async {
             let current = self.store.get_config(ns, key).await?;
             check_expected(ResourceKind::Config, ns, key, expected, current.version)?;
@@ -255,7 +257,7 @@ impl ConfigService {
                 .config_versions(ns, key, to_version.saturating_sub(1), 1)
                 .await?
                 .into_iter()
-                .find(|v| v.version == to_version && to_version > 0)
+                .find(|v| v.version == to_version)
                 .ok_or_else(|| ServiceError::NotFound {
                     kind: ResourceKind::Config,
                     namespace: ns.to_owned(),
@@ -363,14 +365,6 @@ fn parse(body: &Value, path_key: &str) -> Result<Input, ServiceError> {
             None
         }
     };
-    if let Some(Some(s)) = &schema
-        && let Err(e) = jsonschema::validator_for(s)
-    {
-        v.push(Violation::new(
-            "schema",
-            format!("is not a valid JSON Schema: {e}"),
-        ));
-    }
     match (key, value) {
         (Some(key), Some(value)) => done(
             Input {
@@ -385,12 +379,39 @@ fn parse(body: &Value, path_key: &str) -> Result<Input, ServiceError> {
     }
 }
 
-/// Checks `value` against `schema` (when there is one).
+/// The version a rollback body names.
 ///
 /// # Errors
-/// Invalid, one violation per failing location (`value/<json pointer>`), at most
-/// [`MAX_VIOLATIONS`] and a count of the rest; or one at `schema` when the stored schema no
-/// longer compiles (which a PUT that keeps it can only repair by replacing it).
+/// Invalid: not an object, another field, or a version that is not a positive integer.
+fn rollback_target(body: &Value) -> Result<u64, ServiceError> {
+    let obj = object(body, "rollback request")?;
+    let mut v: Vec<Violation> = Vec::new();
+    for k in obj.keys().filter(|k| k.as_str() != "version") {
+        v.push(Violation::new(
+            k.as_str(),
+            "unknown field; expected only version",
+        ));
+    }
+    let version = obj
+        .get("version")
+        .and_then(Value::as_u64)
+        .filter(|n| *n > 0);
+    if version.is_none() {
+        v.push(Violation::new("version", "must be a positive integer"));
+    }
+    match version {
+        Some(n) if v.is_empty() => Ok(n),
+        _ => Err(ServiceError::Invalid { violations: v }),
+    }
+}
+
+/// Checks `value` against the schema the entry will have (when it has one). The schema is
+/// compiled here and only here: this is also where a new schema is found invalid.
+///
+/// # Errors
+/// Invalid: one violation at `schema` when it does not compile; else one per failing
+/// location of the value (`value/<json pointer>`), at most [`MAX_VIOLATIONS`] and a count of
+/// the rest.
 fn check_schema(schema: Option<&Value>, value: &Value) -> Result<(), ServiceError> {
     let Some(schema) = schema else {
         return Ok(());
@@ -461,8 +482,23 @@ mod tests {
 
     #[test]
     fn an_invalid_schema_is_refused_before_any_value_is_checked() {
-        let e = parse(&json!({"value": 1, "schema": {"type": 12}}), "k").err();
+        let e = check_schema(Some(&json!({"type": 12})), &json!(1)).err();
         assert_eq!(paths(e.expect("refused")), ["schema"]);
+    }
+
+    #[test]
+    fn a_rollback_body_names_one_positive_version_and_nothing_else() {
+        assert_eq!(rollback_target(&json!({"version": 3})).ok(), Some(3));
+        for bad in [
+            json!({"version": 0}),
+            json!({"version": "1"}),
+            json!({}),
+            json!([1]),
+        ] {
+            assert!(rollback_target(&bad).is_err(), "{bad}");
+        }
+        let e = rollback_target(&json!({"version": 2, "to": 1})).err();
+        assert_eq!(paths(e.expect("refused")), ["to"]);
     }
 
     #[test]
@@ -485,7 +521,7 @@ mod tests {
     #[test]
     fn a_remote_reference_is_never_fetched() {
         let schema = json!({"$ref": "http://127.0.0.1:9/never.json"});
-        let e = parse(&json!({"value": 1, "schema": schema}), "k").err();
+        let e = check_schema(Some(&schema), &json!(1)).err();
         assert_eq!(paths(e.expect("refused")), ["schema"]);
     }
 }

@@ -1386,7 +1386,9 @@ impl FlagService {
     /// splitting a commit), with the revision they reach; or [`ChangeBatch::Resync`] when the
     /// store's log no longer reaches back to `after`, and the consumer must start again from
     /// [`FlagService::namespace_state`]. Requires `FlagRead` or `Evaluate` (evaluation streams
-    /// announce changes too).
+    /// announce changes too). Configuration changes are left out unless the pass's principal
+    /// may also read configuration in `ns` (checked on every call, so a grant or revocation
+    /// takes effect on the next batch); `last` still covers them.
     ///
     /// # Errors
     /// Store errors.
@@ -1404,8 +1406,12 @@ impl FlagService {
             Err(e) => return Err(e.into()),
         };
         let last = changes.last().map_or(after, |c| c.revision);
+        let configs = pass.principal().allows(Permission::ConfigRead, ns);
         Ok(ChangeBatch::Changes {
-            changes: changes.into_iter().filter(|c| c.namespace == ns).collect(),
+            changes: changes
+                .into_iter()
+                .filter(|c| c.namespace == ns && (configs || c.kind != ResourceKind::Config))
+                .collect(),
             last,
         })
     }

@@ -532,6 +532,14 @@ where
     }
 }
 
+/// The revision counter's stored text as a number.
+fn parse_counter(bytes: &[u8]) -> Result<Revision, StoreError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| internal(format!("etcd: revision counter is not text: {e}")))?;
+    text.parse::<u64>()
+        .map_err(|e| internal(format!("etcd: revision counter {text:?}: {e}")))
+}
+
 /// Reads the revision counter (at etcd revision `at`, 0 for the latest): its value, its
 /// `mod_revision` (0 when absent), and the etcd revision the read saw.
 async fn read_counter(
@@ -550,14 +558,7 @@ async fn read_counter(
         .header()
         .map_or(0, etcd_client::ResponseHeader::revision);
     match resp.kvs().first() {
-        Some(kv) => {
-            let text = std::str::from_utf8(kv.value())
-                .map_err(|e| internal(format!("etcd: revision counter is not text: {e}")))?;
-            let revision = text
-                .parse::<u64>()
-                .map_err(|e| internal(format!("etcd: revision counter {text:?}: {e}")))?;
-            Ok((revision, kv.mod_revision(), header))
-        }
+        Some(kv) => Ok((parse_counter(kv.value())?, kv.mod_revision(), header)),
         None => Ok((0, 0, header)),
     }
 }
@@ -657,14 +658,7 @@ async fn prefetch(
         })
     };
     let counter = match next()? {
-        Some((bytes, modrev)) => {
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|e| internal(format!("etcd: revision counter is not text: {e}")))?;
-            let revision = text
-                .parse::<u64>()
-                .map_err(|e| internal(format!("etcd: revision counter {text:?}: {e}")))?;
-            (revision, modrev)
-        }
+        Some((bytes, modrev)) => (parse_counter(&bytes)?, modrev),
         None => (0, 0),
     };
     let audit_head = if audit_head { Some(next()?) } else { None };
@@ -754,6 +748,24 @@ struct Touched {
     dirty: bool,
 }
 
+impl Touched {
+    /// A key as read and not yet written (`seen` 0 for an absent key).
+    fn read(found: Found) -> Result<Self, StoreError> {
+        let (state, seen) = match found {
+            Some((bytes, modrev)) => (
+                Some(CODEC.decode_bytes::<Value>(&bytes, "document")?),
+                modrev,
+            ),
+            None => (None, 0),
+        };
+        Ok(Touched {
+            seen,
+            state,
+            dirty: false,
+        })
+    }
+}
+
 /// What a batch does to one config's history.
 #[derive(Default)]
 struct History {
@@ -780,22 +792,9 @@ impl Attempt<'_> {
         if let Some(t) = self.touched.get(key) {
             return Ok(t.state.clone());
         }
-        let found = get_at(&mut self.kv, key, self.at).await?;
-        let (state, seen) = match found {
-            Some((bytes, modrev)) => (
-                Some(CODEC.decode_bytes::<Value>(&bytes, "document")?),
-                modrev,
-            ),
-            None => (None, 0),
-        };
-        self.touched.insert(
-            key.to_owned(),
-            Touched {
-                seen,
-                state: state.clone(),
-                dirty: false,
-            },
-        );
+        let found = Touched::read(get_at(&mut self.kv, key, self.at).await?)?;
+        let state = found.state.clone();
+        self.touched.insert(key.to_owned(), found);
         Ok(state)
     }
 
@@ -1019,21 +1018,7 @@ impl EtcdStore {
         } = prefetch(&mut kv, keys, writes, chained_audit).await?;
         let mut touched = BTreeMap::new();
         for (key, found) in docs.drain(..) {
-            let (state, seen) = match found {
-                Some((bytes, modrev)) => (
-                    Some(CODEC.decode_bytes::<Value>(&bytes, "document")?),
-                    modrev,
-                ),
-                None => (None, 0),
-            };
-            touched.insert(
-                key,
-                Touched {
-                    seen,
-                    state,
-                    dirty: false,
-                },
-            );
+            touched.insert(key, Touched::read(found)?);
         }
         let mut attempt = Attempt {
             kv: kv.clone(),

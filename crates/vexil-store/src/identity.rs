@@ -8,55 +8,23 @@ use vexil_core::domain::ResourceKind;
 use vexil_core::identity::{Role, User};
 
 use crate::StoreError;
-use crate::plan::{Versioned, not_found};
+use crate::plan::{not_found, versioned};
 
-impl Versioned for User {
-    const KIND: ResourceKind = ResourceKind::User;
-
-    /// Identity resources live in no namespace: their errors carry an empty one.
-    fn namespace(&self) -> &str {
-        ""
-    }
-
-    fn key(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn stamp(&mut self, version: u64, previous: Option<Self>) {
-        self.version = version;
-        if let Some(old) = previous {
-            self.created_at = old.created_at;
-        }
-    }
-}
-
-impl Versioned for Role {
-    const KIND: ResourceKind = ResourceKind::Role;
-
-    /// As for [`User`].
-    fn namespace(&self) -> &str {
-        ""
-    }
-
-    fn key(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn stamp(&mut self, version: u64, previous: Option<Self>) {
-        self.version = version;
-        if let Some(old) = previous {
-            self.created_at = old.created_at;
-        }
-    }
-}
+// Identity resources live in no namespace: their errors carry an empty one.
+versioned!(
+    User,
+    ResourceKind::User,
+    |_u| namespace: "",
+    key: &_u.name,
+    keeps: [created_at]
+);
+versioned!(
+    Role,
+    ResourceKind::Role,
+    |_r| namespace: "",
+    key: &_r.name,
+    keeps: [created_at]
+);
 
 /// Creating a binding or token needs its id new, and a token's digest too.
 ///

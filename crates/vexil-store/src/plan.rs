@@ -48,84 +48,68 @@ pub(crate) trait Versioned: Serialize + DeserializeOwned + Send {
         Self: Sized;
 }
 
-impl Versioned for Namespace {
-    const KIND: ResourceKind = ResourceKind::Namespace;
+/// Implements [`Versioned`] for resources whose version is `version` and whose creation fields
+/// (`keeps`) a put carries over from the resource it replaces; `namespace` and `key` are
+/// expressions of `self`.
+macro_rules! versioned {
+    ($item:ty, $kind:expr, |$this:ident| namespace: $ns:expr, key: $key:expr, keeps: [$($field:ident),+]) => {
+        impl $crate::plan::Versioned for $item {
+            const KIND: vexil_core::domain::ResourceKind = $kind;
 
-    fn namespace(&self) -> &str {
-        &self.key
-    }
+            fn namespace(&self) -> &str {
+                let $this = self;
+                $ns
+            }
 
-    fn key(&self) -> &str {
-        &self.key
-    }
+            fn key(&self) -> &str {
+                let $this = self;
+                $key
+            }
 
-    fn version(&self) -> u64 {
-        self.version
-    }
+            fn version(&self) -> u64 {
+                self.version
+            }
 
-    fn stamp(&mut self, version: u64, previous: Option<Self>) {
-        self.version = version;
-        if let Some(old) = previous {
-            self.created_at = old.created_at;
-        }
-    }
-}
-
-/// Flags and configuration entries: namespaced, and a put keeps who created them and when.
-macro_rules! versioned_with_creator {
-    ($($item:ty => $kind:expr),+ $(,)?) => {
-        $(
-            impl Versioned for $item {
-                const KIND: ResourceKind = $kind;
-
-                fn namespace(&self) -> &str {
-                    &self.namespace
-                }
-
-                fn key(&self) -> &str {
-                    &self.key
-                }
-
-                fn version(&self) -> u64 {
-                    self.version
-                }
-
-                fn stamp(&mut self, version: u64, previous: Option<Self>) {
-                    self.version = version;
-                    if let Some(old) = previous {
-                        self.created_at = old.created_at;
-                        self.created_by = old.created_by;
-                    }
+            fn stamp(&mut self, version: u64, previous: Option<Self>) {
+                self.version = version;
+                if let Some(old) = previous {
+                    $(self.$field = old.$field;)+
                 }
             }
-        )+
+        }
     };
 }
+pub(crate) use versioned;
 
-versioned_with_creator!(Flag => ResourceKind::Flag, ConfigEntry => ResourceKind::Config);
-
-impl Versioned for Segment {
-    const KIND: ResourceKind = ResourceKind::Segment;
-
-    fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn key(&self) -> &str {
-        &self.key
-    }
-
-    fn version(&self) -> u64 {
-        self.version
-    }
-
-    fn stamp(&mut self, version: u64, previous: Option<Self>) {
-        self.version = version;
-        if let Some(old) = previous {
-            self.created_at = old.created_at;
-        }
-    }
-}
+versioned!(
+    Namespace,
+    ResourceKind::Namespace,
+    |n| namespace: &n.key,
+    key: &n.key,
+    keeps: [created_at]
+);
+versioned!(
+    Segment,
+    ResourceKind::Segment,
+    |s| namespace: &s.namespace,
+    key: &s.key,
+    keeps: [created_at]
+);
+// Flags and configuration entries also keep who created them.
+versioned!(
+    Flag,
+    ResourceKind::Flag,
+    |f| namespace: &f.namespace,
+    key: &f.key,
+    keeps: [created_at, created_by]
+);
+versioned!(
+    ConfigEntry,
+    ResourceKind::Config,
+    |c| namespace: &c.namespace,
+    key: &c.key,
+    keeps: [created_at, created_by]
+);
 
 /// Checks a write's condition against the stored version (`None`: absent).
 ///

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use vexil_core::domain::{Flag, Namespace, ResourceKind, Segment};
+use vexil_core::domain::{Flag, Namespace, Segment, UnknownKind};
 use vexil_core::{FlagState, Resolution};
 use vexil_proto::vexil::v1 as pb;
 use vexil_service::{
@@ -831,17 +831,27 @@ fn audit_message(e: &vexil_core::domain::AuditEvent) -> pb::AuditEvent {
     }
 }
 
-/// A `kind` filter: empty matches every kind.
-fn kind_filter(kind: &str) -> Result<Option<ResourceKind>, Status> {
-    if kind.is_empty() {
-        return Ok(None);
-    }
-    ResourceKind::parse(kind).map(Some).ok_or_else(|| {
-        let kinds: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
-        invalid(
-            "kind",
-            format!("must be one of {}, not {kind:?}", kinds.join(", ")),
-        )
+/// The audit query of a request's filter fields (empty strings and zeros mean "any").
+fn audit_filter(
+    namespace: &str,
+    kind: &str,
+    key: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<vexil_store::AuditQuery, Status> {
+    let kind = match kind {
+        "" => None,
+        name => Some(
+            name.parse()
+                .map_err(|e: UnknownKind| invalid("kind", e.to_string()))?,
+        ),
+    };
+    Ok(vexil_store::AuditQuery {
+        namespace: non_empty(namespace),
+        kind,
+        key: non_empty(key),
+        after_seq: (after_seq > 0).then_some(after_seq),
+        limit,
     })
 }
 
@@ -858,13 +868,8 @@ impl pb::audit_service_server::AuditService for VexilApi {
         let scope = non_empty(&r.namespace).unwrap_or_else(|| "*".into());
         let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
-        let query = vexil_store::AuditQuery {
-            namespace: non_empty(&r.namespace),
-            kind: kind_filter(&r.kind)?,
-            key: non_empty(&r.key),
-            after_seq: (r.after_seq > 0).then_some(r.after_seq),
-            limit: usize::try_from(r.limit).unwrap_or(usize::MAX),
-        };
+        let limit = usize::try_from(r.limit).unwrap_or(usize::MAX);
+        let query = audit_filter(&r.namespace, &r.kind, &r.key, r.after_seq, limit)?;
         let events = self.0.audit.list(&pass, &query).await.map_err(status)?;
         Ok(Response::new(pb::ListAuditResponse {
             events: events.iter().map(audit_message).collect(),
@@ -881,13 +886,7 @@ impl pb::audit_service_server::AuditService for VexilApi {
         let scope = non_empty(&r.namespace).unwrap_or_else(|| "*".into());
         let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::AuditRead, &scope).map_err(status)?;
-        let query = vexil_store::AuditQuery {
-            namespace: non_empty(&r.namespace),
-            kind: kind_filter(&r.kind)?,
-            key: non_empty(&r.key),
-            after_seq: (r.after_seq > 0).then_some(r.after_seq),
-            limit: 0,
-        };
+        let query = audit_filter(&r.namespace, &r.kind, &r.key, r.after_seq, 0)?;
         let mut export = self.0.audit.export(&pass, query).map_err(status)?;
         // The first page is read before the call answers, so an unreachable store fails the
         // call rather than the stream.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -15,43 +15,23 @@ use vexil_store::FlagQuery;
 
 use utoipa::IntoParams;
 
-use super::extract::{Caller, IfMatch, JsonBody, body_bytes, etag, is_json};
+use super::extract::{Caller, IfMatch, JsonBody, body_bytes, is_json, with_etag};
 use super::problem::{ApiError, Problem};
 use super::schema;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-fn with_etag(version: u64, body: Value, status: StatusCode) -> Response {
-    let mut r = (status, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
-}
-
 fn flag_response(f: &Flag, status: StatusCode) -> Response {
-    with_etag(
-        f.version,
-        serde_json::to_value(f).unwrap_or(Value::Null),
-        status,
-    )
+    with_etag(f.version, f, status)
 }
 
 fn segment_response(s: &Segment, status: StatusCode) -> Response {
-    with_etag(
-        s.version,
-        serde_json::to_value(s).unwrap_or(Value::Null),
-        status,
-    )
+    with_etag(s.version, s, status)
 }
 
 fn namespace_response(n: &Namespace, status: StatusCode) -> Response {
-    with_etag(
-        n.version,
-        serde_json::to_value(n).unwrap_or(Value::Null),
-        status,
-    )
+    with_etag(n.version, n, status)
 }
 
 /// Query flags on writes.

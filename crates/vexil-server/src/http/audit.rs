@@ -7,16 +7,17 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
 use utoipa::IntoParams;
 use vexil_core::domain::{AuditEvent, ResourceKind};
-use vexil_service::{AuditExport, Permission};
+use vexil_service::Permission;
 use vexil_store::AuditQuery;
 
 use super::admin::Params;
 use super::extract::Caller;
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::schema;
 use crate::AppState;
 
@@ -31,7 +32,7 @@ pub struct AuditFilter {
     namespace: Option<String>,
     /// Only this resource kind.
     #[param(inline, value_type = Option<schema::ResourceKind>)]
-    kind: Option<String>,
+    kind: Option<ResourceKind>,
     /// Only this key.
     key: Option<String>,
     /// Only events with a greater `seq` (the last `seq` already read).
@@ -48,7 +49,7 @@ pub struct AuditParams {
     namespace: Option<String>,
     /// Only this resource kind.
     #[param(inline, value_type = Option<schema::ResourceKind>)]
-    kind: Option<String>,
+    kind: Option<ResourceKind>,
     /// Only this key.
     key: Option<String>,
     /// Only events with a greater `seq` (the last `seq` of the previous page).
@@ -75,26 +76,15 @@ impl AuditFilter {
         self.namespace.clone().unwrap_or_else(|| "*".into())
     }
 
-    /// The store query. Parsed after authorization, so a caller without the permission
-    /// learns nothing about what the parameters may be.
-    fn query(self, limit: usize) -> Result<AuditQuery> {
-        let kind = match self.kind.as_deref() {
-            None => None,
-            Some(name) => Some(ResourceKind::parse(name).ok_or_else(|| {
-                let kinds: Vec<&str> = ResourceKind::ALL.iter().map(|k| k.as_str()).collect();
-                ApiError(Problem::bad_request(format!(
-                    "kind must be one of {}, not {name:?}",
-                    kinds.join(", ")
-                )))
-            })?),
-        };
-        Ok(AuditQuery {
+    /// The store query.
+    fn query(self, limit: usize) -> AuditQuery {
+        AuditQuery {
             namespace: self.namespace,
-            kind,
+            kind: self.kind,
             key: self.key,
             after_seq: self.after_seq,
             limit,
-        })
+        }
     }
 }
 
@@ -118,7 +108,7 @@ pub async fn list_audit(
     let (filter, limit) = q.split();
     let scope = filter.scope();
     let pass = p.authorize(Permission::AuditRead, &scope)?;
-    let query = filter.query(limit)?;
+    let query = filter.query(limit);
     let items = app.audit.list(&pass, &query).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }
@@ -147,26 +137,21 @@ pub async fn export_audit(
 ) -> Result<Response> {
     let scope = f.scope();
     let pass = p.authorize(Permission::AuditRead, &scope)?;
-    let mut export = app.audit.export(&pass, f.query(0)?)?;
+    let mut export = app.audit.export(&pass, f.query(0))?;
     // The first page is read before the status is sent, so an unreachable store is a 503.
     let first = export.next_page().await?;
-    let pages = futures_util::stream::unfold(
-        (first, Some(export)),
-        |(pending, export): (Option<Vec<AuditEvent>>, Option<AuditExport>)| async move {
-            match (pending, export) {
-                (Some(page), export) => Some((Ok(ndjson(&page)), (None, export))),
-                (None, Some(mut export)) => match export.next_page().await {
-                    Ok(Some(page)) => Some((Ok(ndjson(&page)), (None, Some(export)))),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "audit export cut short");
-                        Some((Err(e), (None, None)))
-                    }
-                },
-                (None, None) => None,
+    let rest = futures_util::stream::unfold(Some(export), |export| async move {
+        let mut export = export?;
+        match export.next_page().await {
+            Ok(Some(page)) => Some((ndjson(&page), Some(export))),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit export cut short");
+                Some((Err(e.into()), None))
             }
-        },
-    );
+        }
+    });
+    let pages = futures_util::stream::iter(first.map(|page| ndjson(&page))).chain(rest);
     let mut response = Body::from_stream(pages).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -175,15 +160,15 @@ pub async fn export_audit(
     Ok(response)
 }
 
-fn ndjson(events: &[AuditEvent]) -> Bytes {
+/// One page as NDJSON. An event that does not serialize ends the export with an error
+/// rather than leaving a silent gap in it.
+fn ndjson(events: &[AuditEvent]) -> std::result::Result<Bytes, axum::BoxError> {
     let mut out = Vec::with_capacity(events.len() * 512);
     for e in events {
-        // An event is plain data; serializing it cannot fail.
-        if serde_json::to_writer(&mut out, e).is_ok() {
-            out.push(b'\n');
-        }
+        serde_json::to_writer(&mut out, e)?;
+        out.push(b'\n');
     }
-    Bytes::from(out)
+    Ok(Bytes::from(out))
 }
 
 /// Verify the audit chain

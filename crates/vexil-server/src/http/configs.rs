@@ -8,26 +8,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::IntoParams;
-use vexil_core::domain::ConfigEntry;
 use vexil_service::Permission;
 
 use super::admin::Params;
-use super::extract::{Caller, IfMatch, JsonBody, etag};
+use super::extract::{Caller, IfMatch, JsonBody, with_etag};
 use super::problem::{ApiError, Problem};
 use super::schema;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
-
-fn entry_response(c: &ConfigEntry, status: StatusCode) -> Response {
-    let mut r = (status, Json(c)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag(c.version)) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
-    r
-}
 
 /// The expected version of a PUT: `If-Match`, or `If-None-Match: *` for "only if absent"
 /// (version 0). Any other `If-None-Match` is refused rather than ignored.
@@ -82,7 +73,7 @@ pub async fn get_config(
 ) -> Result<Response> {
     let pass = p.authorize(Permission::ConfigRead, &ns)?;
     let c = app.configs.get(&pass, &ns, &key).await?;
-    Ok(entry_response(&c, StatusCode::OK))
+    Ok(with_etag(c.version, &c, StatusCode::OK))
 }
 
 /// Create or replace a configuration entry
@@ -126,7 +117,7 @@ pub async fn put_config(
     } else {
         StatusCode::OK
     };
-    Ok(entry_response(&w.entry, status))
+    Ok(with_etag(w.entry.version, &w.entry, status))
 }
 
 /// Delete a configuration entry
@@ -231,27 +222,9 @@ pub async fn rollback_config(
     JsonBody(body): JsonBody,
 ) -> Result<Response> {
     let pass = p.authorize(Permission::ConfigWrite, &ns)?;
-    let version = rollback_version(&body)?;
     let c = app
         .configs
-        .rollback(&pass, &ns, &key, version, expected)
+        .rollback(&pass, &ns, &key, &body, expected)
         .await?;
-    Ok(entry_response(&c, StatusCode::OK))
-}
-
-/// The `{version}` of a rollback body: a positive integer and nothing else.
-fn rollback_version(body: &Value) -> Result<u64> {
-    let bad = |detail: &str| ApiError(Problem::bad_request(detail.to_owned()));
-    let obj = body
-        .as_object()
-        .ok_or_else(|| bad("the body must be a JSON object {\"version\": N}"))?;
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "version") {
-        return Err(bad(&format!(
-            "unknown field {k:?}; expected only \"version\""
-        )));
-    }
-    obj.get("version")
-        .and_then(Value::as_u64)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| bad("version: must be a positive integer"))
+    Ok(with_etag(c.version, &c, StatusCode::OK))
 }

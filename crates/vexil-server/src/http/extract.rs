@@ -216,3 +216,17 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
 pub fn etag(version: u64) -> String {
     format!("\"{version}\"")
 }
+
+/// A versioned resource as JSON, with its version as the ETag.
+pub fn with_etag(
+    version: u64,
+    body: impl serde::Serialize,
+    status: StatusCode,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut r = (status, axum::Json(body)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&etag(version)) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}

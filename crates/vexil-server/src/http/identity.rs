@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use vexil_core::identity::{ALL_NAMESPACES, ApiToken, Binding, User};
 use vexil_service::{NewBinding, NewToken, NewUser, Permission, RoleInput, RoleView, UserPatch};
 
-use super::extract::{Caller, IfMatch, JsonBody, Meta, etag};
+use super::extract::{Caller, IfMatch, JsonBody, Meta, with_etag};
 use super::problem::{ApiError, Problem};
 use super::schema;
 use crate::AppState;
@@ -46,14 +46,6 @@ fn no_store(status: StatusCode, body: Value) -> Response {
     let mut r = (status, Json(body)).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn with_etag(version: u64, body: Value, status: StatusCode) -> Response {
-    let mut r = (status, Json(body)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
     r
 }
 

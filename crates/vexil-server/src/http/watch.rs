@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use vexil_core::domain::{ResourceKind, Revision};
+use vexil_core::domain::Revision;
 use vexil_service::{ChangeBatch, Permission, Principal};
 
 use super::admin::Params;
@@ -132,13 +132,6 @@ async fn send_snapshot(
     Ok(revision)
 }
 
-/// Whether the watcher may see this change: configuration entries need `config:read` too
-/// (checked per change, so a grant or revocation takes effect on the next frame).
-fn sees(principal: &Principal, change: &vexil_core::domain::Change) -> bool {
-    change.kind != ResourceKind::Config
-        || principal.allows(Permission::ConfigRead, &change.namespace)
-}
-
 fn text(v: &Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
@@ -218,7 +211,7 @@ async fn stream(
                     break;
                 }
             };
-            for c in changes.iter().filter(|c| sees(&principal, c)) {
+            for c in &changes {
                 let frame = json!({
                     "type": "change",
                     "namespace": c.namespace,

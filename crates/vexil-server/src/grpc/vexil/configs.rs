@@ -147,13 +147,11 @@ impl pb::config_service_server::ConfigService for VexilApi {
         let p = caller(&self.0, &req)?;
         let pass = p.authorize(Permission::ConfigWrite, &ns).map_err(status)?;
         let key = required(&r.key, "key")?;
-        if r.version == 0 {
-            return Err(super::invalid("version", "must be a positive integer"));
-        }
+        let body = serde_json::json!({ "version": r.version });
         let c = self
             .0
             .configs
-            .rollback(&pass, &ns, key, r.version, r.expected_version)
+            .rollback(&pass, &ns, key, &body, r.expected_version)
             .await
             .map_err(status)?;
         Ok(Response::new(config_message(&c)))

