@@ -14,7 +14,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use vexil_core::context::ParsedContext;
-use vexil_core::domain::{self, AuditEvent, Flag, Namespace, ResourceKind, Revision, Segment};
+use vexil_core::domain::{
+    self, AuditEvent, ConfigEntry, Flag, Namespace, ResourceKind, Revision, Segment,
+};
 use vexil_core::{
     Explanation, FlagDefinition, FlagDocument, FlagSetOptions, FlagState, Resolution, Schema,
     TargetingPolicy, Violation,
@@ -1430,6 +1432,28 @@ impl FlagService {
     ) -> Result<vexil_store::NamespaceState, ServiceError> {
         pass.require(Permission::FlagRead, ns)?;
         Ok(self.store.load_namespace(ns).await?)
+    }
+
+    /// What a watcher of `ns` starts from: [`FlagService::namespace_state`], and the
+    /// namespace's configuration entries when the pass's principal may read configuration
+    /// there (`None` otherwise, so a transport can tell "none visible" from "none"). The
+    /// entries are read after the state, so one may be newer than its revision; its change
+    /// then follows as well, and applies as the same version again. Requires `FlagRead`.
+    ///
+    /// # Errors
+    /// NotFound (namespace), store errors.
+    pub async fn watch_snapshot(
+        &self,
+        pass: &Pass<'_>,
+        ns: &str,
+    ) -> Result<(vexil_store::NamespaceState, Option<Vec<ConfigEntry>>), ServiceError> {
+        let state = self.namespace_state(pass, ns).await?;
+        let configs = if pass.principal().allows(Permission::ConfigRead, ns) {
+            Some(self.store.list_configs(ns).await?)
+        } else {
+            None
+        };
+        Ok((state, configs))
     }
 
     /// The store's current revision: a liveness probe of the store for readiness.

@@ -102,9 +102,9 @@ async fn send_snapshot(
     ns: &str,
     socket: &mut WebSocket,
 ) -> Result<Revision, Snapshot> {
-    let state = app
+    let (state, configs) = app
         .flags
-        .namespace_state(pass, ns)
+        .watch_snapshot(pass, ns)
         .await
         .map_err(Snapshot::NotRead)?;
     let revision = state.revision;
@@ -115,15 +115,7 @@ async fn send_snapshot(
         "flags": state.flags,
         "segments": state.segments,
     });
-    // Configuration entries go to watchers who may read them. They are read after the flags,
-    // so an entry may be newer than `revision`; its change frame then repeats it, which a
-    // watcher applies as the same version again.
-    if let Ok(config_pass) = pass.principal().authorize(Permission::ConfigRead, ns) {
-        let configs = app
-            .configs
-            .list(&config_pass, ns)
-            .await
-            .map_err(Snapshot::NotRead)?;
+    if let Some(configs) = configs {
         frame["configs"] = json!(configs);
     }
     send(socket, text(&frame), app.watch_send_timeout)

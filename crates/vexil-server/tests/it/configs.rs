@@ -340,6 +340,22 @@ async fn configs_over_grpc_are_the_configs_rest_serves() {
         .expect("PutConfig")
         .into_inner();
     assert!(created.created);
+    // The gRPC watch's opening snapshot carries the entry, as the WebSocket's does.
+    let mut watch = pb::watch_service_client::WatchServiceClient::new(s.grpc_channel().await)
+        .watch(pb::WatchRequest::default())
+        .await
+        .expect("Watch")
+        .into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .expect("an event in time")
+        .expect("a healthy stream")
+        .expect("an open stream");
+    assert_eq!(
+        (event.kind.as_str(), event.key.as_str(), event.snapshot),
+        ("config", "checkout.limits", true),
+        "the namespace holds no flag or segment, so the entry comes first"
+    );
     let (status, rest) = s.get(LIMITS).await;
     assert_eq!(status, 200);
     assert_eq!(rest["value"], json!({"maxItems": 3}));

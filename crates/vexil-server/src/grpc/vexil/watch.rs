@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use vexil_core::domain::{Change, ResourceKind, Revision};
+use vexil_core::domain::{Change, ConfigEntry, ResourceKind, Revision};
 use vexil_proto::vexil::v1 as pb;
 use vexil_service::{ChangeBatch, Permission, Principal};
 use vexil_store::NamespaceState;
@@ -109,12 +109,12 @@ fn json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The snapshot of a namespace as events: flags, then segments, then configuration entries
-/// (`configs`, read after the state; empty for a watcher without `config:read`), each in key
-/// order, all at the revision the state was read at.
+/// The snapshot of a namespace as events: flags, then segments, then the configuration
+/// entries the watcher may see (see [`vexil_service::FlagService::watch_snapshot`]), each in
+/// key order, all at the revision the state was read at.
 fn snapshot_events(
     state: NamespaceState,
-    configs: Vec<vexil_core::domain::ConfigEntry>,
+    configs: Vec<ConfigEntry>,
 ) -> impl Iterator<Item = pb::WatchEvent> {
     let revision = state.revision;
     let namespace = state.namespace.key;
@@ -152,21 +152,14 @@ async fn follow(
     ns: String,
     principal: Principal,
     from: Revision,
-    snapshot: Option<NamespaceState>,
+    snapshot: Option<(NamespaceState, Option<Vec<ConfigEntry>>)>,
     mut applied: watch::Receiver<Revision>,
     mut sink: Sink<pb::WatchEvent>,
 ) {
     let mut seen = from;
-    if let Some(state) = snapshot {
+    if let Some((state, configs)) = snapshot {
         seen = state.revision;
-        let configs = match principal.authorize(Permission::ConfigRead, &ns) {
-            Ok(pass) => match app.configs.list(&pass, &ns).await {
-                Ok(configs) => configs,
-                Err(e) => return sink.end(status(e)),
-            },
-            Err(_) => Vec::new(),
-        };
-        for ev in snapshot_events(state, configs) {
+        for ev in snapshot_events(state, configs.unwrap_or_default()) {
             if sink.send(ev).await.is_err() {
                 return;
             }
@@ -240,7 +233,7 @@ impl pb::watch_service_server::WatchService for VexilApi {
                 Some(
                     self.0
                         .flags
-                        .namespace_state(&pass, &ns)
+                        .watch_snapshot(&pass, &ns)
                         .await
                         .map_err(status)?,
                 )
